@@ -1,0 +1,272 @@
+"""generate.py — the generator: load a model, build its prompt, sample rollouts as token ids.
+
+SD-Zero (arXiv 2604.12002) uses one set of weights in two roles. This file is the *generator* role
+(paper §1: "sees only x, writes a full response") plus the plumbing every other file needs:
+
+* ``load_model``      — any Hugging Face causal LM id or local folder; bf16 on CUDA, fp32 on CPU.
+* ``prompt_ids``      — X, the chat-templated prompt ending in the assistant-start marker.
+* ``rollout``         — batched, left-padded HF ``generate`` that returns the completion **ids as
+                         sampled** (Y), never a re-tokenisation of decoded text, plus finished/truncated.
+
+Why ids and not text: Phase 2 scores the *same tokens* the student sampled under the teacher's
+context (paper eq. 4). Decoding and re-encoding can merge or split tokens at the boundary, which
+silently misaligns the teacher with the student (anchors.md §5.9). Every sequence built downstream
+(revise.py) is therefore an id concatenation.
+
+Why the completion mask comes from the EOS position and not from ``ids != pad``: many chat models use
+the same id for pad and end-of-turn, so a pad-based mask deletes the EOS token from the loss and the
+model never learns to stop (anchors.md §5.7).
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+
+import torch
+
+# The paper's math instruction (official code, paper.md §5.4). One prompt format is used for
+# collection, SRT, Phase 2 and evaluation (the released code mixed three; paper.md flags it).
+MATH_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
+# Code tasks: the answer is the last fenced python block (reward.code_reward grades it).
+CODE_INSTRUCTION = ("Please reason step by step, then write your complete solution as a Python "
+                    "program in a single ```python code block at the end.")
+
+PAPER_MODEL = "Qwen/Qwen3-4B-Instruct-2507"
+# The user-facing name "Qwen/Qwen3-4B-Instruct" is not a hub id; the paper's model is the 2507 one.
+MODEL_ALIASES = {"Qwen/Qwen3-4B-Instruct": PAPER_MODEL}
+
+
+class ModelLoadError(RuntimeError):
+    """A one-line, user-facing reason why a model could not be loaded."""
+
+
+# --------------------------------------------------------------------------------------------
+# Prompts
+# --------------------------------------------------------------------------------------------
+def build_messages(question: str, task: str = "math") -> list[dict]:
+    """The chat for question x: one user turn, question first, then the task instruction.
+
+    No system prompt and no thinking flags: Qwen3-4B-Instruct-2507 is non-thinking only, and its
+    template must not receive ``enable_thinking`` (anchors.md §5.3).
+    """
+    if task == "math":
+        instruction = MATH_INSTRUCTION
+    elif task == "code":
+        instruction = CODE_INSTRUCTION
+    else:
+        raise ValueError(f"unknown task {task!r} (expected 'math' or 'code')")
+    return [{"role": "user", "content": f"{question}\n\n{instruction}"}]
+
+
+def prompt_text(tokenizer, question: str, task: str = "math") -> str:
+    """X as text: the chat template applied with the assistant-start marker appended."""
+    if getattr(tokenizer, "chat_template", None) is None:
+        raise ModelLoadError("this tokenizer has no chat template; SD-Zero needs a chat model "
+                             f"(the paper uses {PAPER_MODEL})")
+    return tokenizer.apply_chat_template(build_messages(question, task), tokenize=False,
+                                         add_generation_prompt=True)
+
+
+def prompt_ids(tokenizer, question: str, task: str = "math") -> list[int]:
+    """X as ids. The template already contains any special tokens, so none are added again."""
+    return tokenizer(prompt_text(tokenizer, question, task), add_special_tokens=False)["input_ids"]
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------------------------
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def set_gradient_checkpointing(model, enabled: bool) -> None:
+    """Recompute activations in backward instead of storing them (the 4B run needs it on one GPU).
+
+    transformers 5 renamed the switch (``activation_checkpointing_enable``); the old name still works
+    there with a deprecation warning and is the only one in transformers 4, so try the new one first.
+    ``use_reentrant=False`` is the variant that works with inputs that do not require grad.
+    """
+    kwargs = {"use_reentrant": False}
+    if enabled:
+        if hasattr(model, "activation_checkpointing_enable"):
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    else:
+        if hasattr(model, "activation_checkpointing_disable"):
+            model.activation_checkpointing_disable()
+        elif hasattr(model, "gradient_checkpointing_disable"):
+            model.gradient_checkpointing_disable()
+
+
+def load_model(name_or_path: str, *, device: str | None = None, dtype: torch.dtype | None = None,
+               gradient_checkpointing: bool = False, attn_implementation: str | None = None,
+               quiet: bool = False):
+    """Load (model, tokenizer) from a Hugging Face id or a local folder.
+
+    bf16 weights on CUDA (what the paper trained in), fp32 on CPU (bf16 AdamW states are not a
+    training recipe, and fp32 is as fast as autocast for tiny CPU models; tiny-model.md §2).
+    Any failure to find the files becomes one readable line instead of a stack trace.
+    """
+    if name_or_path in MODEL_ALIASES:
+        if not quiet:
+            print(f"note: {name_or_path!r} is not a hub id; using the paper's model "
+                  f"{MODEL_ALIASES[name_or_path]!r}")
+        name_or_path = MODEL_ALIASES[name_or_path]
+    device = device or default_device()
+    if dtype is None:
+        dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+    if quiet:
+        hf_logging.disable_progress_bar()
+
+    local = os.path.isdir(name_or_path)
+    if not local and (name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1):
+        raise ModelLoadError(f"model folder not found: {name_or_path}")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+        kwargs = {"dtype": dtype}
+        if attn_implementation:
+            kwargs["attn_implementation"] = attn_implementation
+        model = AutoModelForCausalLM.from_pretrained(name_or_path, **kwargs)
+    except (OSError, ValueError, ImportError) as e:
+        where = "local folder" if local else "Hugging Face id"
+        hint = ("" if local else " (no network or HF_HUB_OFFLINE set? download it first with "
+                "`huggingface-cli download`)")
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ModelLoadError(f"could not load {where} {name_or_path!r}: {first}{hint}. "
+                             f"The paper's model is {PAPER_MODEL}.") from None
+    # Generation needs left padding; a missing pad token falls back to EOS, which is safe here
+    # because completion masks come from the EOS *position* (see rollout), not from ids != pad.
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model.to(device)
+    set_gradient_checkpointing(model, gradient_checkpointing)
+    return model, tokenizer
+
+
+def eos_ids(model, tokenizer) -> list[int]:
+    """Every id that ends the assistant turn: the tokenizer's EOS plus the generation config's.
+
+    Qwen3-Instruct-2507 lists both <|im_end|> and <|endoftext|>; stopping on either is "finished".
+    """
+    ids = set()
+    if tokenizer.eos_token_id is not None:
+        ids.add(int(tokenizer.eos_token_id))
+    gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    if isinstance(gen_eos, int):
+        ids.add(gen_eos)
+    elif gen_eos:
+        ids.update(int(i) for i in gen_eos)
+    if not ids:
+        raise ModelLoadError("the tokenizer has no EOS token; cannot tell finished from truncated")
+    return sorted(ids)
+
+
+# --------------------------------------------------------------------------------------------
+# Rollouts
+# --------------------------------------------------------------------------------------------
+@dataclass
+class Rollout:
+    """One sampled completion. ``completion_ids`` is Y exactly as sampled (incl. EOS if finished)."""
+    index: int                 # which prompt (position in the list given to ``rollout``)
+    prompt_ids: list[int]
+    completion_ids: list[int]
+    text: str                  # decoded completion, special tokens removed
+    finished: bool             # True: emitted EOS / end-of-turn; False: hit max_new_tokens
+
+    @property
+    def num_tokens(self) -> int:
+        return len(self.completion_ids)
+
+
+@contextlib.contextmanager
+def inference_mode(model):
+    """eval() + use_cache for generation, then restore train() if the model was training.
+
+    Dropout off and a KV cache on is what sampling should see; forgetting to switch back silently
+    trains a model in eval mode, so the restore is in a ``finally``.
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        if was_training:
+            model.train()
+
+
+def left_pad(seqs: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-pad id lists so every prompt ends at the last column (where generation continues)."""
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, width - len(s):] = torch.tensor(s, dtype=torch.long)
+        mask[i, width - len(s):] = 1
+    return ids.to(device), mask.to(device)
+
+
+def cut_at_eos(new_ids: list[int], eos: set[int]) -> tuple[list[int], bool]:
+    """Keep tokens up to and including the first EOS. Whatever follows it is padding.
+
+    This is the only place finished/truncated is decided, and it looks at the EOS *position*:
+    with pad == eos a pad-based mask would delete the real EOS as well.
+    """
+    for i, t in enumerate(new_ids):
+        if t in eos:
+            return new_ids[: i + 1], True
+    return new_ids, False
+
+
+def rollout(model, tokenizer, prompts: list[list[int]], *, n: int = 1, temperature: float = 0.7,
+            top_p: float = 1.0, top_k: int = 0, max_new_tokens: int = 1024, batch_size: int = 32,
+            greedy: bool = False, seed: int | None = None, progress: bool = False,
+            desc: str = "rollouts") -> list[Rollout]:
+    """Sample ``n`` completions for each prompt (prompts given as id lists: X, or X + Y' + S(P_r)).
+
+    Every sampling setting is passed explicitly: otherwise transformers' global ``top_k=50`` and a
+    checkpoint's generation_config.json (Qwen ships top_k=20, top_p=0.8) would quietly change the
+    distribution we call "on-policy" (tiny-model.md §1).
+    Returns rollouts grouped by prompt: prompt 0's n samples first, then prompt 1's, and so on.
+    """
+    if seed is not None:
+        torch.manual_seed(seed)
+    eos = set(eos_ids(model, tokenizer))
+    pad_id = tokenizer.pad_token_id
+    device = next(model.parameters()).device
+    jobs = [(i, p) for i, p in enumerate(prompts) for _ in range(n)]
+    sample_kwargs = ({"do_sample": False} if greedy or temperature == 0 else
+                     {"do_sample": True, "temperature": float(temperature), "top_p": float(top_p),
+                      "top_k": int(top_k)})
+    if greedy or temperature == 0:
+        # Neutral values so a checkpoint's sampling defaults do not trigger "unused flag" warnings.
+        sample_kwargs.update({"temperature": None, "top_p": None, "top_k": None})
+    out: list[Rollout] = []
+    bar = _progress(len(jobs), desc) if progress else None
+    with inference_mode(model):
+        for start in range(0, len(jobs), batch_size):
+            chunk = jobs[start:start + batch_size]
+            ids, mask = left_pad([p for _, p in chunk], pad_id, device)
+            seqs = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
+                                  eos_token_id=sorted(eos), pad_token_id=pad_id, use_cache=True,
+                                  **sample_kwargs)
+            new = seqs[:, ids.shape[1]:].tolist()
+            for (i, p), row in zip(chunk, new):
+                comp, finished = cut_at_eos(row, eos)
+                text = tokenizer.decode(comp, skip_special_tokens=True)
+                out.append(Rollout(i, list(p), comp, text, finished))
+            if bar is not None:
+                bar.update(len(chunk))
+    if bar is not None:
+        bar.close()
+    return out
+
+
+def _progress(total: int, desc: str):
+    from tqdm.auto import tqdm
+    return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True)
