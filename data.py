@@ -1,0 +1,136 @@
+"""data.py — questions in, validated; one loader for train.py, evaluate.py and baselines.py.
+
+SD-Zero needs only (question, final answer) pairs for math and (question, tests) for code — no gold
+reasoning traces (paper §1). Schema (DESIGN.md "Data schema"), one JSON object per line:
+
+    math: {"id": ..., "question": "...", "answer": "..."}                      (OpenR1-Math style)
+    code: {"id": ..., "question": "...", "tests": {"stdio": [{"input", "output"}, ...]}}
+          {"id": ..., "question": "...", "tests": {"entry_point": "f", "test": "def check(candidate): ..."}}
+
+Other exports are mapped with field flags (``--question-field problem`` for OpenR1-Math-220k).
+A malformed line is an error that names the file and line — never a silent skip, because a skipped
+row changes which questions land in which phase.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+
+
+class DataError(ValueError):
+    """A one-line, user-facing data problem (file:line: what is wrong)."""
+
+
+def _check(row: dict, task: str, where: str, need_answer: bool = True) -> dict:
+    if not isinstance(row.get("question"), str) or not row["question"].strip():
+        raise DataError(f"{where}: missing or empty question field")
+    if task == "math":
+        if need_answer:
+            a = row.get("answer")
+            if isinstance(a, (int, float)) and not isinstance(a, bool):
+                row["answer"] = a = str(a)
+            if not isinstance(a, str) or not a.strip():
+                raise DataError(f"{where}: missing or empty answer field (math needs a final answer)")
+    elif task == "code":
+        t = row.get("tests")
+        if isinstance(t, str):
+            try:
+                t = row["tests"] = json.loads(t)
+            except json.JSONDecodeError:
+                raise DataError(f"{where}: tests field is a string but not JSON") from None
+        ok = isinstance(t, dict) and (
+            (isinstance(t.get("stdio"), list) and t["stdio"] and all(
+                isinstance(c, dict) and "input" in c and "output" in c for c in t["stdio"]))
+            or (isinstance(t.get("entry_point"), str) and isinstance(t.get("test"), str)))
+        if not ok:
+            raise DataError(f"{where}: tests must be {{'stdio': [{{'input','output'}}, ...]}} or "
+                            "{'entry_point': name, 'test': 'def check(candidate): ...'}")
+    else:
+        raise DataError(f"unknown task {task!r} (expected 'math' or 'code')")
+    return row
+
+
+def _map(raw: dict, fields: dict) -> dict:
+    """Rename export-specific fields to the schema (fields maps schema name -> source name)."""
+    row = {}
+    for name, src in fields.items():
+        if src in raw:
+            row[name] = raw[src]
+    row.setdefault("id", raw.get("id"))
+    return row
+
+
+def load_jsonl(path: str, task: str = "math", fields: dict | None = None,
+               limit: int | None = None) -> list[dict]:
+    fields = {"question": "question", "answer": "answer", "tests": "tests", "id": "id",
+              **(fields or {})}
+    if not os.path.isfile(path):
+        raise DataError(f"data file not found: {path}")
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            where = f"{path}:{lineno}"
+            try:
+                raw = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(f"{where}: not valid JSON ({e.msg})") from None
+            if not isinstance(raw, dict):
+                raise DataError(f"{where}: expected a JSON object, got {type(raw).__name__}")
+            row = _check(_map(raw, fields), task, where)
+            if row.get("id") is None:
+                row["id"] = f"{os.path.basename(path)}:{lineno}"
+            rows.append(row)
+            if limit and len(rows) >= limit:
+                break
+    if not rows:
+        raise DataError(f"{path}: no rows")
+    return rows
+
+
+def load_hf(name: str, task: str = "math", fields: dict | None = None, split: str = "train",
+            config: str | None = None, limit: int | None = None) -> list[dict]:
+    """A Hugging Face dataset id, through ``datasets`` when it is installed (optional dependency)."""
+    try:
+        import datasets
+    except ImportError:
+        raise DataError(f"{name!r} is not a local file, and loading hub datasets needs "
+                        "`pip install datasets`") from None
+    fields = {"question": "question", "answer": "answer", "tests": "tests", "id": "id",
+              **(fields or {})}
+    try:
+        ds = datasets.load_dataset(name, config, split=split)
+    except Exception as e:  # datasets raises many types; one readable line is what matters
+        raise DataError(f"could not load dataset {name!r} (split {split!r}): "
+                        f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+    rows = []
+    for i, raw in enumerate(ds):
+        rows.append(_check(_map(dict(raw), fields), task, f"{name}[{split}][{i}]"))
+        if rows[-1].get("id") is None:
+            rows[-1]["id"] = f"{name}:{i}"
+        if limit and len(rows) >= limit:
+            break
+    return rows
+
+
+def load(source: str, task: str = "math", fields: dict | None = None, split: str = "train",
+         config: str | None = None, limit: int | None = None) -> list[dict]:
+    """Local JSONL if ``source`` is a file (or looks like a path), else an HF dataset id."""
+    if os.path.exists(source) or source.endswith((".jsonl", ".json")) or source.startswith((".", "/")):
+        return load_jsonl(source, task, fields, limit)
+    return load_hf(source, task, fields, split, config, limit)
+
+
+def split_phases(rows: list[dict], n_phase1: int, seed: int = 0) -> tuple[list[dict], list[dict]]:
+    """Disjoint question sets N1 (Phase 1) and N2 (Phase 2), paper §2. Deterministic in ``seed``.
+
+    ``n_phase1`` may be a count or, when < 1, a fraction. The paper's best split gives the larger
+    share to Phase 2 (Table 13: 6K/9K beat 9K/6K).
+    """
+    order = list(range(len(rows)))
+    random.Random(seed).shuffle(order)
+    k = int(round(n_phase1 * len(rows))) if 0 < n_phase1 < 1 else int(n_phase1)
+    k = max(0, min(k, len(rows)))
+    return [rows[i] for i in order[:k]], [rows[i] for i in order[k:]]

@@ -1,0 +1,245 @@
+"""revise.py — the reviser: control phrases P_r, id layouts, and Phase 1 self-revision collection.
+
+SD-Zero (arXiv 2604.12002) §2.1–2.2. The same weights act as a *reviser* when the assistant turn
+already holds an answer followed by a reward-dependent control phrase P_r:
+
+    r = 1  ->  "Let me rephrase the above solution."
+    r = 0  ->  "Wait, this response is not correct, let me start over."
+
+The binary reward enters **only** through which phrase is appended — no gold answer, no error
+message (paper §2.1). Notation (DESIGN.md "Token layouts"):
+
+    X      chat-templated prompt ending in the assistant-start marker   (generate.prompt_ids)
+    Y      sampled completion ids, as generated (incl. EOS when finished)
+    Y'     Y without its trailing EOS
+    S(P)   ids of "\\n\\n" + P + "\\n\\n"
+
+    reviser prompt (Phase 1)   X + Y_init' + S(P_r)                 -> sample Y_rev
+    SRT example (eq. 1–3)      X + Y_init' + S(P_r) + Y_rev
+        revision mask   = Y_rev (incl. EOS)               L_rev = −log π(Y_rev | X, Y_init, P_r)   (eq. 1)
+        generation mask = everything after X              L_gen = −log π([Y_init, P_r, Y_rev] | X) (eq. 2)
+    teacher sequence (Phase 2) X + Y' + S(P_r) + Y
+        the positions predicting the *second* copy of Y are aligned one-to-one with the student's
+        positions predicting Y after X (eq. 4).
+
+Everything is built by **id concatenation**: decoding Y and re-encoding it could change the tokens,
+and then the teacher would be scoring a sequence the student never sampled.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import torch
+
+import reward
+from generate import Rollout, eos_ids, prompt_ids, rollout
+
+P_CORRECT = "Let me rephrase the above solution."                       # paper and code agree
+P_WRONG = "Wait, this response is not correct, let me start over."     # paper §2.1
+P_WRONG_OFFICIAL = "Wait, this response is wrong. Let me correct it."  # official code, Qwen
+SEP = "\n\n"
+
+
+@dataclass(frozen=True)
+class Phrases:
+    """The two control phrases. Phase 1 and Phase 2 must use the same pair (the SRT model was
+    trained on exactly these strings)."""
+    correct: str = P_CORRECT
+    wrong: str = P_WRONG
+
+    def pick(self, r: float) -> str:
+        return self.correct if r >= 0.5 else self.wrong
+
+
+def phrase_ids(tokenizer, phrase: str) -> list[int]:
+    """S(P): ids of "\\n\\n" + P + "\\n\\n", encoded on its own (no special tokens)."""
+    return tokenizer(SEP + phrase + SEP, add_special_tokens=False)["input_ids"]
+
+
+def strip_eos(y: list[int], eos: set[int] | list[int]) -> list[int]:
+    """Y': the answer as context. Its EOS is dropped so the turn continues into P_r (paper §2.1:
+    the revision is a continuation of the same assistant turn)."""
+    return y[:-1] if y and y[-1] in set(eos) else list(y)
+
+
+# --------------------------------------------------------------------------------------------
+# Id layouts
+# --------------------------------------------------------------------------------------------
+def reviser_prompt(x: list[int], y: list[int], s: list[int], eos) -> list[int]:
+    """X + Y' + S(P_r): what the reviser continues from."""
+    return list(x) + strip_eos(y, eos) + list(s)
+
+
+def srt_example(x, y_init, s, y_rev, eos) -> dict:
+    """One SRT training sequence and its two target masks (paper eq. 1 and eq. 2).
+
+    ``rev_mask[i] = 1`` / ``gen_mask[i] = 1`` mark token i as a *target* (predicted from position
+    i − 1). Both masks live on the same ids, so L_rev and L_gen need a single forward pass.
+    """
+    head = reviser_prompt(x, y_init, s, eos)
+    ids = head + list(y_rev)
+    rev = [0] * len(head) + [1] * len(y_rev)
+    gen = [0] * len(x) + [1] * (len(ids) - len(x))
+    return {"input_ids": ids, "rev_mask": rev, "gen_mask": gen}
+
+
+def teacher_sequence(x, y, s, eos) -> tuple[list[int], int]:
+    """X + Y' + S(P_r) + Y, and the index where the second copy of Y starts."""
+    head = reviser_prompt(x, y, s, eos)
+    return head + list(y), len(head)
+
+
+def right_pad(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right padding for scoring forwards: real tokens keep positions 0..L−1, so target columns are
+    plain offsets, and causal attention never lets a real token see the padding after it."""
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, :len(s)] = torch.tensor(s, dtype=torch.long)
+        mask[i, :len(s)] = 1
+    return ids, mask
+
+
+def score_positions(starts: list[int], lengths: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Flat (row, col) pairs of the positions whose next-token distribution predicts a target.
+
+    Row b has ``lengths[b]`` targets starting at token index ``starts[b]``; the logits that predict
+    token j sit at column j − 1. A flat list (instead of a padded [B, T] mask) means padding can
+    never leak into a loss: there is simply no entry for it.
+    """
+    rows = [b for b, n in enumerate(lengths) for _ in range(n)]
+    cols = [s - 1 + t for s, n in zip(starts, lengths) for t in range(n)]
+    return torch.tensor(rows, dtype=torch.long), torch.tensor(cols, dtype=torch.long)
+
+
+def phase2_batch(xs, ys, ss, eos, pad_id) -> dict:
+    """Student and teacher inputs for Phase 2, aligned token for token.
+
+    student: X + Y, targets Y;   teacher: X + Y' + S(P_r) + Y, targets the second Y.
+    Both lists of (row, col) enumerate the same N targets in the same order, so entry i of the
+    teacher's top-k belongs to entry i of the student's logits.
+    """
+    s_seqs = [list(x) + list(y) for x, y in zip(xs, ys)]
+    t_pairs = [teacher_sequence(x, y, s, eos) for x, y, s in zip(xs, ys, ss)]
+    lengths = [len(y) for y in ys]
+    s_rows, s_cols = score_positions([len(x) for x in xs], lengths)
+    t_rows, t_cols = score_positions([start for _, start in t_pairs], lengths)
+    s_ids, s_mask = right_pad(s_seqs, pad_id)
+    t_ids, t_mask = right_pad([seq for seq, _ in t_pairs], pad_id)
+    targets = torch.tensor([t for y in ys for t in y], dtype=torch.long)
+    return {"student_ids": s_ids, "student_mask": s_mask, "student_rows": s_rows,
+            "student_cols": s_cols, "teacher_ids": t_ids, "teacher_mask": t_mask,
+            "teacher_rows": t_rows, "teacher_cols": t_cols, "targets": targets,
+            "seq_index": s_rows.clone()}
+
+
+def fit_teacher_budget(x_len: int, y: list[int], s_len: int, max_teacher_tokens: int) -> list[int]:
+    """The teacher reads |X| + 2|Y| + |S| tokens. When that exceeds the cap, truncate Y (for the
+    student too) to ⌊(cap − |X| − |S|)/2⌋ tokens, as the official code does."""
+    room = (max_teacher_tokens - x_len - s_len) // 2
+    return list(y) if len(y) <= room else list(y[:max(room, 0)])
+
+
+# --------------------------------------------------------------------------------------------
+# Grading (reward.py) — only the text after the last P_r counts when a revision is present
+# --------------------------------------------------------------------------------------------
+def grade(task: str, texts: list[str], items: list[dict], phrases: Phrases = Phrases()) -> list[float]:
+    """Binary rewards r(y, a) for many responses; items carry "answer" (math) or "tests" (code)."""
+    if not texts:
+        return []
+    if task == "math":
+        return reward.math_reward_batch(texts, [it["answer"] for it in items],
+                                        control_phrases=(phrases.correct, phrases.wrong))
+    if task == "code":
+        return reward.code_reward_batch(texts, [it["tests"] for it in items])
+    raise ValueError(f"unknown task {task!r}")
+
+
+# --------------------------------------------------------------------------------------------
+# Phase 1 — collect verified self-revisions (paper §2.1, App. C.1)
+# --------------------------------------------------------------------------------------------
+SYCOPHANTIC = re.compile(r"^\s*(you'?re absolutely right|thank you for|great question|good catch)"
+                         r"[^\n.!]*[.!]?\s*", re.IGNORECASE)
+
+
+def trim_repeated_tail(text: str, min_len: int = 10, max_len: int = 1500, times: int = 3) -> str:
+    """Cut a degenerate tail (a block of 10–1500 chars repeated ≥ 3 times at the end) to one copy,
+    as the official ``prepare_data.py`` does. Looping text would otherwise be learned as-is."""
+    n = len(text)
+    for size in range(min_len, min(max_len, n // times) + 1):
+        block = text[n - size:]
+        if text.endswith(block * times):
+            k = times
+            while text.endswith(block * (k + 1)):
+                k += 1
+            return text[: n - size * (k - 1)]
+    return text
+
+
+def clean_revision(rev: Rollout, tokenizer, eos: list[int]) -> list[int]:
+    """Official cleaning of Y_rev: strip sycophantic openings, trim repeated tails. Untouched text
+    keeps its sampled ids; only a changed text is re-encoded (then it is SFT data, not on-policy)."""
+    text = rev.text
+    new = trim_repeated_tail(SYCOPHANTIC.sub("", text, count=1))
+    if new == text:
+        return list(rev.completion_ids)
+    ids = tokenizer(new, add_special_tokens=False)["input_ids"]
+    return ids + ([eos[0]] if rev.finished else [])
+
+
+def collect_revisions(model, tokenizer, items: list[dict], *, task: str = "math",
+                      phrases: Phrases = Phrases(), n_init: int = 1, n_rev: int = 3,
+                      revise_correct: bool = True, gen: dict | None = None,
+                      progress: bool = False) -> tuple[list[dict], dict]:
+    """Phase 1 data: y_init ~ π(·|x) → r → P_r → n_rev revisions ~ π(·|x, y_init, P_r) → keep the
+    verified-correct ones (paper §2.1 steps 1–5). The reviser sees x, y_init and P_r — never the gold.
+
+    ``items``: dicts with "question" and "answer"/"tests". Returns (rows, stats); each row holds
+    ids (for SRT) and texts (for reading), and is JSON-serialisable.
+    """
+    gen = dict(gen or {})
+    eos = eos_ids(model, tokenizer)
+    xs = [prompt_ids(tokenizer, it["question"], task) for it in items]
+    inits = rollout(model, tokenizer, xs, n=n_init, progress=progress, desc="phase1 y_init", **gen)
+    r_init = grade(task, [r.text for r in inits], [items[r.index] for r in inits], phrases)
+
+    s_ids = {p: phrase_ids(tokenizer, p) for p in (phrases.correct, phrases.wrong)}
+    todo = [(k, r) for k, r in enumerate(inits) if revise_correct or r_init[k] < 0.5]
+    rev_prompts = [reviser_prompt(xs[r.index], r.completion_ids, s_ids[phrases.pick(r_init[k])], eos)
+                   for k, r in todo]
+    revs = rollout(model, tokenizer, rev_prompts, n=n_rev, progress=progress,
+                   desc="phase1 revisions", **gen)
+    # Grade the revision text only: it is a separate rollout, so no P_r can be inside it unless the
+    # reviser itself wrote one — and then reward.py grades what follows the last one.
+    r_rev = grade(task, [r.text for r in revs], [items[inits[todo[r.index][0]].index] for r in revs],
+                  phrases)
+
+    rows, seen = [], set()
+    kept = {"correct_init": 0, "wrong_init": 0}
+    for rev, rr in zip(revs, r_rev):
+        k, init = todo[rev.index]
+        if rr < 0.5:
+            continue                      # paper: keep only verified-correct revisions
+        item = items[init.index]
+        y_rev = clean_revision(rev, tokenizer, eos)
+        key = (item["question"], init.text, tokenizer.decode(y_rev, skip_special_tokens=True))
+        if key in seen:
+            continue                      # official code dedupes on (x, y_init, y_rev)
+        seen.add(key)
+        phrase = phrases.pick(r_init[k])
+        kept["correct_init" if r_init[k] >= 0.5 else "wrong_init"] += 1
+        rows.append({"id": item.get("id", init.index), "question": item["question"],
+                     "reward_init": r_init[k], "phrase": phrase,
+                     "prompt_ids": xs[init.index], "y_init_ids": init.completion_ids,
+                     "y_rev_ids": y_rev, "y_init_text": init.text,
+                     "y_rev_text": tokenizer.decode(y_rev, skip_special_tokens=True)})
+    n_correct = sum(r >= 0.5 for r in r_init)
+    stats = {"questions": len(items), "y_init": len(inits), "y_init_correct": int(n_correct),
+             "y_init_wrong": len(inits) - int(n_correct), "revisions_sampled": len(revs),
+             "revisions_correct": int(sum(r >= 0.5 for r in r_rev)),
+             "kept_from_correct_init": kept["correct_init"], "kept_from_wrong_init": kept["wrong_init"],
+             "kept": len(rows), "generations": len(inits) + len(revs),
+             "generated_tokens": sum(r.num_tokens for r in inits) + sum(r.num_tokens for r in revs)}
+    return rows, stats

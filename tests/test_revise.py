@@ -1,0 +1,126 @@
+"""revise.py: exact id layouts, SRT masks (eq. 1–2), Phase-2 alignment (eq. 4), Phase-1 collection."""
+import json
+
+import pytest
+import torch
+
+import revise
+from revise import (Phrases, phase2_batch, reviser_prompt, score_positions, srt_example,
+                    strip_eos, teacher_sequence, trim_repeated_tail)
+
+EOS = 2
+X = [10, 11, 12]
+S = [30, 31]
+
+
+def test_control_phrases_follow_reward():
+    ph = Phrases()
+    assert ph.pick(1.0) == "Let me rephrase the above solution."
+    assert ph.pick(0.0) == "Wait, this response is not correct, let me start over."
+    assert Phrases(wrong=revise.P_WRONG_OFFICIAL).pick(0) == "Wait, this response is wrong. Let me correct it."
+
+
+def test_reviser_prompt_drops_only_trailing_eos():
+    assert strip_eos([5, 6, EOS], {EOS}) == [5, 6]
+    assert strip_eos([5, 6], {EOS}) == [5, 6]              # truncated answer: nothing to drop
+    assert reviser_prompt(X, [5, 6, EOS], S, {EOS}) == [10, 11, 12, 5, 6, 30, 31]
+
+
+def test_srt_example_layout_and_masks():
+    ex = srt_example(X, [5, 6, EOS], S, [7, 8, EOS], {EOS})
+    assert ex["input_ids"] == [10, 11, 12, 5, 6, 30, 31, 7, 8, EOS]
+    #                          X----------  Y_init' S(P_r)  Y_rev (incl. EOS)
+    assert ex["rev_mask"] == [0, 0, 0, 0, 0, 0, 0, 1, 1, 1]   # eq. 1: Y_rev only
+    assert ex["gen_mask"] == [0, 0, 0, 1, 1, 1, 1, 1, 1, 1]   # eq. 2: everything after X
+
+
+def test_teacher_sequence_layout():
+    ids, start = teacher_sequence(X, [5, 6, EOS], S, {EOS})
+    assert ids == [10, 11, 12, 5, 6, 30, 31, 5, 6, EOS] and start == 7
+
+
+def test_score_positions_predict_targets():
+    rows, cols = score_positions([3, 1], [2, 3])
+    assert rows.tolist() == [0, 0, 1, 1, 1] and cols.tolist() == [2, 3, 0, 1, 2]
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_alignment_property_on_padded_batch(seed):
+    """For every row of a padded batch: the ids right after the teacher's scored positions are Y
+    (the second copy), the student's are Y too, and both enumerate the same targets in order."""
+    g = torch.Generator().manual_seed(seed)
+    B = 5
+    xs = [torch.randint(3, 50, (int(torch.randint(1, 6, (1,), generator=g)),), generator=g).tolist()
+          for _ in range(B)]
+    ys = []
+    for _ in range(B):
+        y = torch.randint(3, 50, (int(torch.randint(0, 7, (1,), generator=g)),), generator=g).tolist()
+        if torch.rand(1, generator=g) < 0.6:
+            y = y + [EOS]                                     # finished vs truncated answers
+        ys.append(y)
+    ss = [[30, 31] if torch.rand(1, generator=g) < 0.5 else [40, 41, 42] for _ in range(B)]
+    b = phase2_batch(xs, ys, ss, {EOS}, pad_id=0)
+    flat_y = [t for y in ys for t in y]
+    assert b["targets"].tolist() == flat_y
+    assert b["teacher_ids"][b["teacher_rows"], b["teacher_cols"] + 1].tolist() == flat_y
+    assert b["student_ids"][b["student_rows"], b["student_cols"] + 1].tolist() == flat_y
+    assert torch.equal(b["teacher_rows"], b["student_rows"])
+    # Padding never appears at a scored position or as a target.
+    assert bool(b["teacher_mask"][b["teacher_rows"], b["teacher_cols"] + 1].all())
+    assert bool(b["student_mask"][b["student_rows"], b["student_cols"] + 1].all())
+    # The teacher's context before the second copy is X + Y' + S: it saw the answer and P_r.
+    for i, (x, y, s) in enumerate(zip(xs, ys, ss)):
+        seq = b["teacher_ids"][i, : len(x) + len(strip_eos(y, {EOS})) + len(s)].tolist()
+        assert seq == x + strip_eos(y, {EOS}) + s
+
+
+def test_fit_teacher_budget_truncates_symmetrically():
+    y = list(range(100))
+    out = revise.fit_teacher_budget(10, y, 4, 10 + 4 + 2 * 40)
+    assert out == y[:40]
+    assert revise.fit_teacher_budget(10, y, 4, 1000) == y
+
+
+def test_trim_repeated_tail():
+    base = "The answer is \\boxed{4}."
+    assert trim_repeated_tail(base + " and again and again" * 5).count("and again") == 1
+    assert trim_repeated_tail(base) == base
+
+
+def test_collection_keeps_only_verified_revisions_and_never_shows_gold(tiny, monkeypatch):
+    model, tok = tiny
+    seen_prompts = []
+    calls = {"n": 0}
+
+    def fake_rollout(model_, tok_, prompts, *, n=1, **kw):
+        from generate import Rollout
+        calls["n"] += 1
+        out = []
+        for i, p in enumerate(prompts):
+            seen_prompts.append(tok.decode(p))
+            for j in range(n):
+                if calls["n"] == 1:                       # y_init: q0 right, q1 wrong
+                    text = "\\boxed{3}" if i == 0 else "\\boxed{99}"
+                else:                                     # revisions: 1 of 3 right per prompt
+                    text = ["\\boxed{99}", "\\boxed{3}" if i == 0 else "\\boxed{12}", "\\boxed{98}"][j]
+                ids = tok(text, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+                out.append(Rollout(i, list(p), ids, text, True))
+        return out
+
+    monkeypatch.setattr(revise, "rollout", fake_rollout)
+    items = [{"id": "a", "question": "What is 1+2?", "answer": "3"},
+             {"id": "b", "question": "What is 3*4?", "answer": "12"}]
+    rows, stats = revise.collect_revisions(model, tok, items, n_rev=3)
+    assert stats["y_init_correct"] == 1 and stats["y_init_wrong"] == 1
+    assert stats["revisions_sampled"] == 6 and stats["kept"] == 2
+    assert stats["kept_from_wrong_init"] == 1 and stats["kept_from_correct_init"] == 1
+    assert stats["generations"] == 2 + 6
+    by_id = {r["id"]: r for r in rows}
+    assert by_id["a"]["phrase"] == revise.P_CORRECT and by_id["b"]["phrase"] == revise.P_WRONG
+    json.dumps(rows)                                      # rows are JSONL-ready
+    # The reviser prompts hold the question, y_init and P_r — never the gold answer ("12" for b,
+    # whose y_init was wrong, so "12" can only appear if the gold leaked in).
+    rev_prompts = seen_prompts[2:]
+    b_prompts = [p for p in rev_prompts if "3*4" in p]
+    assert b_prompts and all(revise.P_WRONG in p and "\\boxed{99}" in p for p in b_prompts)
+    assert not any("12" in p for p in b_prompts)
