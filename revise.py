@@ -32,6 +32,7 @@ from dataclasses import dataclass
 
 import torch
 
+import distill
 import reward
 from generate import Rollout, eos_ids, prompt_ids, rollout
 
@@ -114,6 +115,14 @@ def score_positions(starts: list[int], lengths: list[int]) -> tuple[torch.Tensor
     return torch.tensor(rows, dtype=torch.long), torch.tensor(cols, dtype=torch.long)
 
 
+def scored_batch(contexts: list[list[int]], ys: list[list[int]], pad_id: int) -> dict:
+    """Right-padded ``context + Y`` rows and the flat (row, col) positions that predict each Y token."""
+    ids, mask = right_pad([list(c) + list(y) for c, y in zip(contexts, ys)], pad_id)
+    rows, cols = score_positions([len(c) for c in contexts], [len(y) for y in ys])
+    targets = torch.tensor([t for y in ys for t in y], dtype=torch.long)
+    return {"ids": ids, "mask": mask, "rows": rows, "cols": cols, "targets": targets}
+
+
 def phase2_batch(xs, ys, ss, eos, pad_id) -> dict:
     """Student and teacher inputs for Phase 2, aligned token for token.
 
@@ -121,18 +130,11 @@ def phase2_batch(xs, ys, ss, eos, pad_id) -> dict:
     Both lists of (row, col) enumerate the same N targets in the same order, so entry i of the
     teacher's top-k belongs to entry i of the student's logits.
     """
-    s_seqs = [list(x) + list(y) for x, y in zip(xs, ys)]
-    t_pairs = [teacher_sequence(x, y, s, eos) for x, y, s in zip(xs, ys, ss)]
-    lengths = [len(y) for y in ys]
-    s_rows, s_cols = score_positions([len(x) for x in xs], lengths)
-    t_rows, t_cols = score_positions([start for _, start in t_pairs], lengths)
-    s_ids, s_mask = right_pad(s_seqs, pad_id)
-    t_ids, t_mask = right_pad([seq for seq, _ in t_pairs], pad_id)
-    targets = torch.tensor([t for y in ys for t in y], dtype=torch.long)
-    return {"student_ids": s_ids, "student_mask": s_mask, "student_rows": s_rows,
-            "student_cols": s_cols, "teacher_ids": t_ids, "teacher_mask": t_mask,
-            "teacher_rows": t_rows, "teacher_cols": t_cols, "targets": targets,
-            "seq_index": s_rows.clone()}
+    s = scored_batch(xs, ys, pad_id)
+    t = scored_batch([reviser_prompt(x, y, sp, eos) for x, y, sp in zip(xs, ys, ss)], ys, pad_id)
+    return {"student_ids": s["ids"], "student_mask": s["mask"], "student_rows": s["rows"],
+            "student_cols": s["cols"], "teacher_ids": t["ids"], "teacher_mask": t["mask"],
+            "teacher_rows": t["rows"], "teacher_cols": t["cols"], "targets": s["targets"]}
 
 
 def fit_teacher_budget(x_len: int, y: list[int], s_len: int, max_teacher_tokens: int) -> list[int]:
@@ -243,3 +245,62 @@ def collect_revisions(model, tokenizer, items: list[dict], *, task: str = "math"
              "kept": len(rows), "generations": len(inits) + len(revs),
              "generated_tokens": sum(r.num_tokens for r in inits) + sum(r.num_tokens for r in revs)}
     return rows, stats
+
+
+# --------------------------------------------------------------------------------------------
+# SRT loss (eq. 1–3): one forward pass, two weightings of the same token cross-entropies
+# --------------------------------------------------------------------------------------------
+def ce_loss_fn(targets: torch.Tensor, weights: torch.Tensor):
+    """Weighted token cross-entropy on one chunk of logits (fp32 inside the loss)."""
+    def fn(logits, sl):
+        logp = torch.log_softmax(logits.float(), dim=-1)
+        nll = -logp.gather(-1, targets[sl].unsqueeze(-1).to(logits.device)).squeeze(-1)
+        return (nll * weights[sl].to(logits.device)).sum()
+    return fn
+
+
+def srt_token_weights(examples: list[dict], mode: str) -> list[list[float]]:
+    """Per-target weights that make one forward pass compute L_rev + L_gen (eq. 3).
+
+    Both losses predict the same tokens of the same sequence from the same context, so
+    L_rev + L_gen = Σ_i (rev_i / N_rev + gen_i / N_gen) · nll_i  with token means over the batch.
+    mode "rev" / "gen" gives one term alone (the official code's sequential stages).
+    """
+    n_rev = sum(sum(e["rev_mask"]) for e in examples)
+    n_gen = sum(sum(e["gen_mask"]) for e in examples)
+    out = []
+    for e in examples:
+        w = []
+        for r, g in zip(e["rev_mask"], e["gen_mask"]):
+            v = 0.0
+            if mode in ("joint", "rev") and r:
+                v += 1.0 / max(n_rev, 1)
+            if mode in ("joint", "gen") and g:
+                v += 1.0 / max(n_gen, 1)
+            w.append(v)
+        out.append(w)
+    return out
+
+
+def srt_backward(model, examples: list[dict], mode: str, pad_id: int, micro: int) -> float:
+    """Forward + backward of L_SRT (or one of its terms) on a batch, in micro-batches.
+
+    The weights are global over the whole batch, so summing the micro-batch gradients gives the
+    full-batch gradient; the LM head + cross-entropy run chunk by chunk (distill.chunked_head_backward).
+    Also serves plain SFT (RFT): an example with rev_mask == gen_mask == "the completion".
+    """
+    weights = srt_token_weights(examples, mode)
+    total = 0.0
+    device = next(model.parameters()).device
+    for s in range(0, len(examples), micro):
+        ex, ws = examples[s:s + micro], weights[s:s + micro]
+        ids, mask = right_pad([e["input_ids"] for e in ex], pad_id)
+        starts = [e["gen_mask"].index(1) for e in ex]          # first target after X
+        lengths = [len(e["input_ids"]) - st for e, st in zip(ex, starts)]
+        rows, cols = score_positions(starts, lengths)
+        targets = torch.tensor([t for e, st in zip(ex, starts) for t in e["input_ids"][st:]])
+        w = torch.tensor([v for e, st, wl in zip(ex, starts, ws) for v in wl[st:]], dtype=torch.float32)
+        hidden = distill.final_hidden(model, ids.to(device), mask.to(device))
+        rows_h = hidden[rows.to(device), cols.to(device)]
+        total += float(distill.chunked_head_backward(model, rows_h, ce_loss_fn(targets, w)))
+    return total

@@ -40,7 +40,7 @@ import distill
 from evaluate import evaluate_model, fmt_pct
 from generate import ModelLoadError, eos_ids, load_model, prompt_ids, rollout
 from revise import (P_CORRECT, P_WRONG, Phrases, collect_revisions, fit_teacher_budget, grade,
-                    phase2_batch, phrase_ids, right_pad, score_positions, srt_example)
+                    phase2_batch, phrase_ids, srt_backward, srt_example)
 
 # (flag, paper default, toy default, help incl. source)
 KNOBS = [
@@ -48,7 +48,7 @@ KNOBS = [
     ("n_init", 1, 1, "initial responses per Phase-1 question (paper App. C.1; code script: 3)"),
     ("n_rev", 3, 3, "revisions per initial response (paper App. C.1; code: 3)"),
     ("srt_epochs", 3, 1, "SRT epochs (paper silent; official code: 3 per stage)"),
-    ("srt_steps", 0, 260, "cap on SRT optimizer steps, 0 = epochs decide (toy: fixed budget)"),
+    ("srt_steps", 0, 260, "SRT optimizer steps; 0 = --srt-epochs decide (toy: a fixed number)"),
     ("srt_lr", 5e-6, 1e-3, "SRT learning rate, AdamW cosine (paper: 5e-6)"),
     ("srt_batch_size", 8, 32, "SRT examples per optimizer step (paper silent)"),
     ("srt_warmup", 0.05, 0.07, "SRT warm-up fraction (official code: 0.05)"),
@@ -91,6 +91,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tests-field", default="tests")
     p.add_argument("--split", default="train", help="split for an HF dataset id")
     p.add_argument("--limit", type=int, default=None, help="use only the first N training rows")
+    p.add_argument("--method", choices=["sdzero", "rft", "grpo", "sdft"], default="sdzero",
+                   help="sdzero (this paper) or a baseline of paper Table 1 at the same generation budget")
+    p.add_argument("--budget", type=int, default=0,
+                   help="baselines: generations to spend (default: what SD-Zero's settings would use)")
+    p.add_argument("--grpo-n", type=int, default=4,
+                   help="GRPO rollouts per question (paper budget table: 4; Table 5: 8)")
+    p.add_argument("--solution-field", default="solution",
+                   help="SDFT demonstration field on real data (OpenR1-Math: 'solution'); the toy writes its own")
     p.add_argument("--phase", choices=["all", "srt", "distill"], default="all",
                    help="srt = Phase 1 only; distill = Phase 2 only, from --model (no SRT: Table 12 control "
                         "when --model is a base model)")
@@ -319,57 +327,6 @@ class BadSteps:
 # --------------------------------------------------------------------------------------------
 # Phase 1 — collect verified self-revisions, then SRT
 # --------------------------------------------------------------------------------------------
-def ce_loss_fn(targets: torch.Tensor, weights: torch.Tensor):
-    """Weighted token cross-entropy on one chunk of logits (fp32 inside the loss)."""
-    def fn(logits, sl):
-        logp = torch.log_softmax(logits.float(), dim=-1)
-        nll = -logp.gather(-1, targets[sl].unsqueeze(-1).to(logits.device)).squeeze(-1)
-        return (nll * weights[sl].to(logits.device)).sum()
-    return fn
-
-
-def srt_token_weights(examples: list[dict], mode: str) -> list[list[float]]:
-    """Per-target weights that make one forward pass compute L_rev + L_gen (eq. 3).
-
-    Both losses predict the same tokens of the same sequence from the same context, so
-    L_rev + L_gen = Σ_i (rev_i / N_rev + gen_i / N_gen) · nll_i  with token means over the batch.
-    mode "rev" / "gen" gives one term alone (the official code's sequential stages).
-    """
-    n_rev = sum(sum(e["rev_mask"]) for e in examples)
-    n_gen = sum(sum(e["gen_mask"]) for e in examples)
-    out = []
-    for e in examples:
-        w = []
-        for r, g in zip(e["rev_mask"], e["gen_mask"]):
-            v = 0.0
-            if mode in ("joint", "rev") and r:
-                v += 1.0 / max(n_rev, 1)
-            if mode in ("joint", "gen") and g:
-                v += 1.0 / max(n_gen, 1)
-            w.append(v)
-        out.append(w)
-    return out
-
-
-def srt_step(model, examples: list[dict], mode: str, pad_id: int, micro: int) -> float:
-    """Forward + backward of L_SRT on a batch, in micro-batches with global weights."""
-    weights = srt_token_weights(examples, mode)
-    total = 0.0
-    device = next(model.parameters()).device
-    for s in range(0, len(examples), micro):
-        ex, ws = examples[s:s + micro], weights[s:s + micro]
-        ids, mask = right_pad([e["input_ids"] for e in ex], pad_id)
-        starts = [e["gen_mask"].index(1) for e in ex]          # first target after X
-        lengths = [len(e["input_ids"]) - st for e, st in zip(ex, starts)]
-        rows, cols = score_positions(starts, lengths)
-        targets = torch.tensor([t for e, st in zip(ex, starts) for t in e["input_ids"][st:]])
-        w = torch.tensor([v for e, st, wl in zip(ex, starts, ws) for v in wl[st:]], dtype=torch.float32)
-        hidden = distill.final_hidden(model, ids.to(device), mask.to(device))
-        rows_h = hidden[rows.to(device), cols.to(device)]
-        total += float(distill.chunked_head_backward(model, rows_h, ce_loss_fn(targets, w)))
-    return total
-
-
 def phase1(args, model, tok, n1, run_dir, log, ckpt) -> None:
     """Collect D_revision on N1 (or reuse it on resume), then SRT; writes revisions.jsonl and srt/."""
     phrases = Phrases(args.p_correct, args.p_wrong)
@@ -384,10 +341,7 @@ def phase1(args, model, tok, n1, run_dir, log, ckpt) -> None:
                                         revise_correct=bool(args.revise_correct),
                                         gen=gen_kwargs(args), progress=not args.quiet)
         stats["seconds"] = round(time.time() - t0, 1)
-        with open(rev_path + ".tmp", "w") as f:
-            for r in rows:
-                f.write(json.dumps(r) + "\n")
-        os.replace(rev_path + ".tmp", rev_path)
+        write_jsonl_atomic(rev_path, rows)
         json.dump(stats, open(stats_path, "w"), indent=1)
         log.say(f"[phase 1] y_init correct {stats['y_init_correct']}/{stats['y_init']}, "
                 f"revisions correct {stats['revisions_correct']}/{stats['revisions_sampled']}, kept "
@@ -402,17 +356,29 @@ def phase1(args, model, tok, n1, run_dir, log, ckpt) -> None:
     eos = eos_ids(model, tok)
     examples = [srt_example(r["prompt_ids"], r["y_init_ids"], phrase_ids(tok, r["phrase"]),
                             r["y_rev_ids"], eos) | {"wrong_init": r["reward_init"] < 0.5} for r in rows]
-
-    # The SRT schedule: one list of (stage, batch) steps, fixed by the seed, so resume is exact.
-    rng = random.Random(args.seed)
     stages = [("joint", examples)] if args.srt_loss == "joint" else \
         [("gen", [e for e in examples if e["wrong_init"]] or examples), ("rev", examples)]
+    sft_loop(args, model, tok, stages, run_dir, log, ckpt, (stats["generations"], stats["generated_tokens"]),
+             out_dir=os.path.join(run_dir, "srt"), label="SRT")
+
+
+def write_jsonl_atomic(path: str, rows: list[dict]) -> None:
+    with open(path + ".tmp", "w") as f:
+        for r in rows:
+            f.write(json.dumps(r) + "\n")
+    os.replace(path + ".tmp", path)
+
+
+def sft_loop(args, model, tok, stages, run_dir, log, ckpt, budget, out_dir, label="SRT") -> None:
+    """Supervised fine-tuning on fixed examples: SRT (eq. 3, or the code's two stages) and RFT.
+
+    ``stages`` is a list of (loss mode, examples); the whole schedule of (mode, batch) steps is
+    drawn from the seed up front, so the step number alone tells a resumed run where it was.
+    """
+    rng = random.Random(args.seed)
     plan = []
     for mode, pool in stages:
-        per_epoch = max(1, math.ceil(len(pool) / args.srt_batch_size))
-        n = per_epoch * args.srt_epochs
-        if args.srt_steps:
-            n = min(n, args.srt_steps) if not args.toy else args.srt_steps
+        n = args.srt_steps or max(1, math.ceil(len(pool) / args.srt_batch_size)) * args.srt_epochs
         order = []
         while len(order) < n * args.srt_batch_size:
             idx = list(range(len(pool)))
@@ -430,21 +396,21 @@ def phase1(args, model, tok, n1, run_dir, log, ckpt) -> None:
         sched.load_state_dict(ckpt["scheduler"])
         set_rng_state(ckpt["rng"])
         start = ckpt["step"]
-        log.say(f"[phase 1] resuming SRT at step {start}/{len(plan)}")
+        log.say(f"[{label}] resuming at step {start}/{len(plan)}")
     bad = BadSteps(args.max_bad_steps)
-    gens, gen_tokens = stats["generations"], stats["generated_tokens"]
+    gens, gen_tokens = budget
     t0 = time.time()
-    bar = None if args.quiet else _bar(len(plan), "SRT", start)
+    bar = None if args.quiet else _bar(len(plan), label, start)
     for step in range(start, len(plan)):
         mode, batch = plan[step]
-        loss = srt_step(model, batch, mode, tok.pad_token_id, args.micro_batch)
+        loss = srt_backward(model, batch, mode, tok.pad_token_id, args.micro_batch)
         lr = sched.get_last_lr()[0]
         norm, ok = step_optimizer(model, opt, sched, args.grad_clip)
         ok = ok and math.isfinite(loss)
-        bad.update(ok, f"SRT step {step + 1}")
-        rec = {"phase": "srt", "step": step + 1, "stage": mode, "loss": loss, "grad_norm": norm,
-               "lr": lr, "skipped": not ok, "generations": gens, "generated_tokens": gen_tokens,
-               "seconds": round(time.time() - t0, 2)}
+        bad.update(ok, f"{label} step {step + 1}")
+        rec = {"phase": "srt", "method": args.method, "step": step + 1, "stage": mode, "loss": loss,
+               "grad_norm": norm, "lr": lr, "skipped": not ok, "generations": gens,
+               "generated_tokens": gen_tokens, "seconds": round(time.time() - t0, 2)}
         if (step + 1) % args.save_every == 0 or step + 1 == len(plan):
             atomic_torch_save({"phase": "srt", "step": step + 1, "model": model.state_dict(),
                                "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
@@ -455,9 +421,9 @@ def phase1(args, model, tok, n1, run_dir, log, ckpt) -> None:
             bar.set_postfix(loss=f"{loss:.3f}")
     if bar is not None:
         bar.close()
-    save_hf(model, tok, os.path.join(run_dir, "srt"))
-    log.say(f"[phase 1] SRT done: {len(plan)} steps on {len(examples)} examples, "
-            f"{time.time() - t0:.0f}s -> {os.path.join(run_dir, 'srt')}")
+    save_hf(model, tok, out_dir)
+    log.say(f"[{label}] done: {len(plan)} steps on {sum(len(p) for _, p in stages)} examples, "
+            f"{time.time() - t0:.0f}s -> {out_dir}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -518,13 +484,24 @@ def distill_step(args, student, teacher, tok, items, phrases, eos, device) -> di
             "scored_tokens": n_tok}
 
 
-def phase2(args, student, teacher, tok, n2, run_dir, log, ckpt, base_budget) -> None:
+def phase2(args, student, teacher, tok, n2, run_dir, log, ckpt, base_budget, step_fn=None,
+           label="SD-Zero") -> None:
+    """The on-policy loop: fresh questions each step -> step_fn (rollouts, reward, loss, backward)
+    -> clip + optimizer step -> optional teacher sync -> metrics + atomic checkpoint.
+
+    step_fn(items) defaults to SD-Zero's distill_step; GRPO and SDFT (baselines.py) plug in here
+    with teacher=None, so every on-policy method shares the loop, the budget accounting and resume.
+    """
     phrases = Phrases(args.p_correct, args.p_wrong)
     eos = eos_ids(student, tok)
     device = next(student.parameters()).device
-    teacher.eval()
-    for p in teacher.parameters():
-        p.requires_grad_(False)
+    if teacher is not None:
+        teacher.eval()
+        for p in teacher.parameters():
+            p.requires_grad_(False)
+    if step_fn is None:
+        def step_fn(items):
+            return distill_step(args, student, teacher, tok, items, phrases, eos, device)
     student.train()
     opt = make_optimizer(student, args.lr, args.weight_decay, (0.9, 0.999))
     sched = warmup_constant_schedule(opt, args.warmup_steps)
@@ -538,25 +515,26 @@ def phase2(args, student, teacher, tok, n2, run_dir, log, ckpt, base_budget) -> 
         if "teacher" in ckpt:
             teacher.load_state_dict(ckpt["teacher"])
         set_rng_state(ckpt["rng"])
-        log.say(f"[phase 2] resuming at step {start}/{args.steps}")
+        log.say(f"[{label}] resuming at step {start}/{args.steps}")
     order = phase2_order(len(n2), args.seed, args.steps * args.batch_questions)
     bad = BadSteps(args.max_bad_steps)
     t0 = time.time() - (ckpt["last"]["seconds"] if ckpt is not None and ckpt["phase"] == "distill" else 0)
-    bar = None if args.quiet else _bar(args.steps, "SD-Zero", start)
+    bar = None if args.quiet else _bar(args.steps, label, start)
     for step in range(start, args.steps):
         pos = step * args.batch_questions
         items = [n2[i] for i in order[pos:pos + args.batch_questions]]
-        m = distill_step(args, student, teacher, tok, items, phrases, eos, device)
+        m = step_fn(items)
         lr = sched.get_last_lr()[0]
         norm, ok = step_optimizer(student, opt, sched, args.grad_clip)
         ok = ok and math.isfinite(m["loss"])
         bad.update(ok, f"Phase-2 step {step + 1}")
         gens += m["new_generations"]
         gen_tokens += m["new_tokens"]
-        if args.teacher_sync and (step + 1) % args.teacher_sync == 0:
+        if teacher is not None and args.teacher_sync and (step + 1) % args.teacher_sync == 0:
             teacher.load_state_dict(student.state_dict())     # teacher := student (Fig. 5)
             syncs += 1
-        rec = {"phase": "distill", "step": step + 1, "reward": m["reward"], "loss": m["loss"],
+        rec = {"phase": "distill", "method": args.method, "step": step + 1, "reward": m["reward"],
+               "loss": m["loss"],
                "kl": m["kl_per_token"], "grad_norm": norm, "lr": lr,
                "response_tokens": m["response_tokens"], "truncated": m["truncated"],
                "generations": gens, "generated_tokens": gen_tokens, "teacher_syncs": syncs,
@@ -571,13 +549,89 @@ def phase2(args, student, teacher, tok, n2, run_dir, log, ckpt, base_budget) -> 
         log.metric(rec)
         if bar is not None:
             bar.update(1)
-            bar.set_postfix(reward=f"{m['reward']:.2f}", kl=f"{m['kl_per_token']:.3f}",
+            bar.set_postfix(reward=f"{m['reward']:.2f}", loss=f"{m['loss']:.3f}",
                             len=f"{m['response_tokens']:.0f}")
     if bar is not None:
         bar.close()
     save_hf(student, tok, os.path.join(run_dir, "final"))
-    log.say(f"[phase 2] done: {args.steps} steps, {time.time() - t0:.0f}s, teacher syncs {syncs} "
+    log.say(f"[{label}] done: {args.steps} steps, {time.time() - t0:.0f}s, teacher syncs {syncs} "
             f"-> {os.path.join(run_dir, 'final')}")
+
+
+# --------------------------------------------------------------------------------------------
+# Baselines (paper Table 1) — same loops, same accounting
+# --------------------------------------------------------------------------------------------
+def planned_budget(args, n_train: int) -> int:
+    """Generations SD-Zero would use with these settings (paper App. C.2: a response = one)."""
+    n1 = len(data_mod.split_phases(list(range(n_train)), args.phase1_questions, args.seed)[0])
+    return n1 * args.n_init * (1 + args.n_rev) + args.steps * args.batch_questions * args.rollouts_per_question
+
+
+def run_baseline(args, model, tok, rows, run_dir, log, ckpt, budgets) -> str:
+    """RFT, GRPO or SDFT on all training questions with a generation budget; writes final/."""
+    import baselines
+    phrases = Phrases(args.p_correct, args.p_wrong)
+    budget = args.budget or planned_budget(args, len(rows))
+    label = args.method.upper()
+    final_dir = os.path.join(run_dir, "final")
+    if args.method == "rft":
+        n = max(1, budget // len(rows))
+        ex_path, st_path = os.path.join(run_dir, "rft_examples.jsonl"), os.path.join(run_dir, "rft_stats.json")
+        if ckpt is None or not os.path.exists(ex_path):
+            log.say(f"[RFT] sampling {n} responses for each of {len(rows)} questions (budget {budget})")
+            examples, stats = baselines.rft_collect(model, tok, rows, task=args.task, n=n,
+                                                    gen=gen_kwargs(args), phrases=phrases,
+                                                    progress=not args.quiet)
+            write_jsonl_atomic(ex_path, examples)
+            json.dump(stats, open(st_path, "w"), indent=1)
+            log.say(f"[RFT] kept {stats['kept']} correct of {stats['samples']}")
+        examples = [json.loads(l) for l in open(ex_path)]
+        stats = json.load(open(st_path))
+        if not examples:
+            raise SystemExit("error: RFT kept no correct response; nothing to fine-tune on")
+        if ckpt is not None:
+            model.load_state_dict(ckpt["model"])
+        sft_loop(args, model, tok, [("gen", examples)], run_dir, log, ckpt,
+                 (stats["generations"], stats["generated_tokens"]), out_dir=final_dir, label=label)
+        budgets[label] = str(stats["generations"])
+        return label
+    device = next(model.parameters()).device
+    if args.method == "grpo":
+        per_step = args.batch_questions * args.grpo_n
+
+        def step_fn(items):
+            return baselines.grpo_step(args, model, tok, items, phrases, device)
+    else:
+        per_step = args.batch_questions * args.rollouts_per_question
+        demo = demo_function(args)
+
+        def step_fn(items):
+            return baselines.sdft_step(args, model, tok, items, phrases, device, demo)
+    args.steps = max(1, budget // per_step)
+    log.say(f"[{label}] {args.steps} steps x {per_step} rollouts (budget {budget} generations)")
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+    else:
+        seed_all(args.seed + 1)
+    phase2(args, model, None, tok, rows, run_dir, log, ckpt, (0, 0), step_fn, label)
+    last = json.loads(open(log.path).read().splitlines()[-1])
+    budgets[label] = str(last["generations"])
+    return label
+
+
+def demo_function(args):
+    """SDFT's demonstration for a question: the toy writes a correct worked solution; real data
+    must carry a reference solution (--solution-field)."""
+    if args.toy:
+        import toy
+        return lambda item: toy.solve(item["question"])
+
+    def from_data(item):
+        if not item.get("solution"):
+            raise SystemExit(f"error: SDFT needs a reference solution per question; field "
+                             f"{args.solution_field!r} is missing for question id {item.get('id')!r}")
+        return item["solution"]
+    return from_data
 
 
 def _bar(total, desc, initial=0):
@@ -589,7 +643,8 @@ def _bar(total, desc, initial=0):
 # Main
 # --------------------------------------------------------------------------------------------
 def load_data(args):
-    fields = {"question": args.question_field, "answer": args.answer_field, "tests": args.tests_field}
+    fields = {"question": args.question_field, "answer": args.answer_field, "tests": args.tests_field,
+              "solution": args.solution_field}
     if args.toy:
         import toy
         built = toy.build_toy(args.toy_root, seed=0, quiet=args.quiet)
@@ -657,10 +712,12 @@ def main(argv=None) -> int:
                                    seed=args.seed)
     if args.phase == "srt":
         n2 = []
-    if args.phase in ("all", "distill") and not n2:
+    if args.method == "sdzero" and args.phase in ("all", "distill") and not n2:
         raise SystemExit("error: no questions left for Phase 2; lower --phase1-questions")
-    log.say(f"run {run_dir}: model {args.model}, {len(train_rows)} training questions -> "
-            f"N1 {len(n1)} (Phase 1), N2 {len(n2)} (Phase 2); device {'cuda' if cuda else 'cpu'}")
+    where = (f"N1 {len(n1)} (Phase 1), N2 {len(n2)} (Phase 2)" if args.method == "sdzero" else
+             f"all for {args.method.upper()}")
+    log.say(f"run {run_dir}: model {args.model}, {len(train_rows)} training questions -> {where}; "
+            f"device {'cuda' if cuda else 'cpu'}")
 
     phrases = Phrases(args.p_correct, args.p_wrong)
     eval_items = test_rows[:args.eval_questions]
@@ -691,7 +748,11 @@ def main(argv=None) -> int:
     srt_dir = os.path.join(run_dir, "srt")
     resume_p2 = ckpt is not None and ckpt["phase"] == "distill"
     budget = (0, 0)
-    if args.phase in ("all", "srt"):
+    if args.method != "sdzero":
+        label = run_baseline(args, model, tok, train_rows, run_dir, log, ckpt, budgets)
+        final, _ = load_model(os.path.join(run_dir, "final"), quiet=True)
+        run_eval(label, final)
+    elif args.phase in ("all", "srt"):
         if not resume_p2:
             if ckpt is not None:                   # mid-SRT: weights from the checkpoint
                 model.load_state_dict(ckpt["model"])
@@ -704,7 +765,7 @@ def main(argv=None) -> int:
         run_eval("SRT", model_srt)
         del model_srt
 
-    if args.phase in ("all", "distill"):
+    if args.method == "sdzero" and args.phase in ("all", "distill"):
         start_dir = srt_dir if args.phase == "all" else args.model
         if args.phase == "all":
             model, tok = load_model(srt_dir, gradient_checkpointing=grad_ckpt, quiet=True)

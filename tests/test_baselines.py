@@ -1,0 +1,112 @@
+"""baselines.py: GRPO advantages and clipping vs slow references, RFT filtering, equal budget
+accounting across methods, and one tiny end-to-end run per method."""
+import json
+import math
+
+import pytest
+import torch
+
+import baselines
+import train
+from generate import Rollout
+
+
+def slow_advantages(rewards, n, eps=1e-6):
+    out = []
+    for g in range(0, len(rewards), n):
+        grp = rewards[g:g + n]
+        mean = sum(grp) / n
+        std = math.sqrt(sum((r - mean) ** 2 for r in grp) / (n - 1)) if n > 1 else 0.0
+        out += [(r - mean) / (std + eps) for r in grp]
+    return out
+
+
+@pytest.mark.parametrize("rewards,n", [([1, 0, 0, 1, 1, 1, 1, 1], 4), ([0, 1, 0, 0, 0, 0], 3),
+                                        ([1, 0], 2), ([1, 1, 0, 0, 1, 0], 1)])
+def test_group_advantages_match_slow_reference(rewards, n):
+    got = baselines.group_advantages(torch.tensor(rewards, dtype=torch.float32), n).tolist()
+    assert got == pytest.approx(slow_advantages(rewards, n), abs=1e-5)
+
+
+def test_constant_group_gets_zero_advantage():
+    assert baselines.group_advantages(torch.tensor([1.0, 1, 1, 1]), 4).abs().max() == 0
+
+
+def test_clipped_surrogate_matches_definition():
+    torch.manual_seed(0)
+    logp, old = torch.randn(50) * 0.3, torch.randn(50) * 0.3
+    adv = torch.randn(50)
+    got = baselines.clipped_pg_loss(logp, old, adv)
+    for i in range(50):
+        r = math.exp(logp[i] - old[i])
+        clipped = min(max(r, 0.8), 1.28)
+        want = -min(r * adv[i].item(), clipped * adv[i].item())
+        assert got[i].item() == pytest.approx(want, rel=1e-5, abs=1e-6)
+    # On-policy (old = logp detached): value is −A, gradient is −A·∇logp (the policy gradient).
+    lp = torch.randn(5, requires_grad=True)
+    a = torch.tensor([1.0, -1.0, 0.5, 0.0, 2.0])
+    baselines.clipped_pg_loss(lp, lp.detach(), a).sum().backward()
+    assert torch.allclose(lp.grad, -a)
+
+
+def test_rft_keeps_only_verified_unique_responses(tiny, monkeypatch):
+    model, tok = tiny
+    items = [{"question": "What is 1+1?", "answer": "2"}, {"question": "What is 2+2?", "answer": "4"}]
+    texts = {0: ["\\boxed{2}", "\\boxed{2}", "\\boxed{3}"], 1: ["\\boxed{5}", "\\boxed{4}", "\\boxed{6}"]}
+
+    def fake_rollout(m, t, prompts, *, n=1, **kw):
+        out = []
+        for i, p in enumerate(prompts):
+            for x in texts[i][:n]:
+                out.append(Rollout(i, list(p), t(x, add_special_tokens=False)["input_ids"] + [t.eos_token_id],
+                                   x, True))
+        return out
+
+    monkeypatch.setattr(baselines, "rollout", fake_rollout)
+    ex, st = baselines.rft_collect(model, tok, items, n=3)
+    assert st["samples"] == 6 and st["correct"] == 3 and st["kept"] == 2     # duplicate dropped
+    for e in ex:
+        assert e["gen_mask"].index(1) == len(e["input_ids"]) - sum(e["gen_mask"])
+        assert e["input_ids"][-1] == tok.eos_token_id
+
+
+def test_sdft_teacher_sees_demo_student_does_not(tiny):
+    _, tok = tiny
+    ids = baselines.sdft_teacher_prompt(tok, "What is 2+3?", "2+3=5 \\boxed{5}")
+    text = tok.decode(ids)
+    assert "\\boxed{5}" in text and "What is 2+3?" in text and text.endswith("assistant\n")
+
+
+def _data(tmp_path, n=16):
+    p = tmp_path / "m.jsonl"
+    p.write_text("".join(json.dumps({"question": f"What is {i}+1?", "answer": str(i + 1),
+                                     "solution": f"{i}+1={i + 1} \\boxed{{{i + 1}}}"}) + "\n"
+                         for i in range(n)))
+    return str(p)
+
+
+@pytest.mark.parametrize("method", ["rft", "grpo", "sdft"])
+def test_each_method_runs_and_accounts_budget(method, tiny_dir, tmp_path, monkeypatch):
+    """Same budget in, same accounting out: every method logs generations == budget spent."""
+    if method == "rft":
+        # A random tiny model never answers right; let one sample per question "pass" so the SFT
+        # step runs (the verifier itself is tested in test_reward_*).
+        monkeypatch.setattr(baselines, "grade", lambda task, texts, items, **kw: [1.0] * len(texts))
+    budget = 32
+    args = ["--model", tiny_dir, "--data", _data(tmp_path), "--runs-dir", str(tmp_path / "runs"),
+            "--quiet", "--threads", "1", "--max-new-tokens", "6", "--batch-questions", "4",
+            "--micro-batch", "4", "--no-eval", "--method", method, "--budget", str(budget),
+            "--grpo-n", "2", "--srt-steps", "2", "--srt-batch-size", "4", "--run-name", method]
+    assert train.main(args) == 0
+    recs = [json.loads(l) for l in open(tmp_path / "runs" / method / "metrics.jsonl")]
+    assert recs and all(r["method"] == method for r in recs)
+    assert recs[-1]["generations"] == budget
+    assert recs[-1]["generated_tokens"] > 0
+    assert (tmp_path / "runs" / method / "final" / "config.json").exists()
+
+
+def test_planned_budget_counts_phase1_and_phase2():
+    a = train.resolve(train.build_parser().parse_args(
+        ["--model", "x", "--phase1-questions", "10", "--n-rev", "3", "--steps", "5",
+         "--batch-questions", "4"]))
+    assert train.planned_budget(a, 30) == 10 * (1 + 3) + 5 * 4
