@@ -339,7 +339,7 @@ def main(argv=None) -> int:
     with open(args.out, "w") as f:
         json.dump(report, f, indent=1)
     print(render(report, args.k))
-    print(f"\nwrote {args.out}" + (f" and the self-localisation HTML" if args.selfloc else ""))
+    print(f"\nwrote {args.out}" + (" and the self-localisation HTML" if args.selfloc else ""))
     return 0
 
 

@@ -1,0 +1,162 @@
+"""bench.py — measured figures as JSON (benchmarks, not tests).
+
+    python bench.py reward     # verifier throughput and worst-case latency      -> bench_results/reward.json
+    python bench.py distill    # loss memory: chunked vs naive full-vocab (4B)   -> bench_results/distill.json
+    python bench.py table      # paper Table 1 in miniature on the toy world     -> bench_results/table.{json,md}
+
+`table` trains every method from the same toy base model on the same training questions with the
+same generation budget (paper §4.3: SD-Zero's own count, Phase 1 + Phase 2), for several seeds, and
+evaluates all of them on the same held-out questions with the same sampling seed. Rows: base, RFT,
+GRPO, SDFT, SRT only, SD-Zero, and the Table 12 ablation "Phase 2 without Phase 1". It takes tens
+of minutes on 2 cores. Every figure in the table comes from the runs' own eval.json / metrics.jsonl.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+OUT = os.path.join(ROOT, "bench_results")
+
+
+def _train(run_name: str, extra: list[str], runs_dir: str, quiet=True) -> float:
+    """One train.py run in its own process (clean state per method); returns wall seconds."""
+    cmd = [sys.executable, os.path.join(ROOT, "train.py"), "--runs-dir", runs_dir, "--run-name", run_name,
+           "--quiet"] + extra
+    t0 = time.time()
+    print("  $", " ".join(cmd[1:]), flush=True)
+    r = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if r.returncode != 0:
+        raise SystemExit(f"run {run_name} failed:\n{r.stdout[-3000:]}")
+    return time.time() - t0
+
+
+def _last_metrics(run_dir: str) -> dict:
+    return json.loads(open(os.path.join(run_dir, "metrics.jsonl")).read().splitlines()[-1])
+
+
+def bench_table(args) -> dict:
+    runs_dir = os.path.join(args.runs_dir)
+    rows: dict[str, list[dict]] = {}
+    common = ["--eval-k", str(args.eval_k), "--threads", str(args.threads)]
+    for seed in args.seeds:
+        print(f"seed {seed}", flush=True)
+        name = f"table-sdzero-s{seed}"
+        wall = _train(name, common + ["--seed", str(seed)], runs_dir)
+        run = os.path.join(runs_dir, name)
+        ev = json.load(open(os.path.join(run, "eval.json")))
+        last = _last_metrics(run)
+        p1 = json.load(open(os.path.join(run, "phase1_stats.json")))
+        budget = last["generations"]
+        p2_steps = json.load(open(os.path.join(run, "config.json")))["steps"]
+        rows.setdefault("base", []).append({**_summ(ev["base"], args.eval_k), "generations": 0,
+                                            "generated_tokens": 0, "wall_s": 0.0})
+        rows.setdefault("SRT only", []).append({**_summ(ev["SRT"], args.eval_k), "generations": p1["generations"],
+                                                "generated_tokens": p1["generated_tokens"],
+                                                "wall_s": None, "phase1_collect_s": p1["seconds"]})
+        rows.setdefault("SD-Zero", []).append({**_summ(ev["SD-Zero"], args.eval_k), "generations": budget,
+                                               "generated_tokens": last["generated_tokens"], "wall_s": wall})
+        for method in ("rft", "grpo", "sdft"):
+            name = f"table-{method}-s{seed}"
+            wall = _train(name, common + ["--seed", str(seed), "--method", method, "--budget", str(budget)],
+                          runs_dir)
+            run = os.path.join(runs_dir, name)
+            ev = json.load(open(os.path.join(run, "eval.json")))
+            last = _last_metrics(run)
+            rows.setdefault(method.upper(), []).append({**_summ(ev[method.upper()], args.eval_k),
+                                                        "generations": last["generations"],
+                                                        "generated_tokens": last["generated_tokens"],
+                                                        "wall_s": wall})
+        # Table 12: Phase 2 straight from the base model, same Phase-2 steps, no SRT.
+        name = f"table-p2only-s{seed}"
+        wall = _train(name, common + ["--seed", str(seed), "--phase", "distill", "--steps", str(p2_steps)],
+                      runs_dir)
+        run = os.path.join(runs_dir, name)
+        ev = json.load(open(os.path.join(run, "eval.json")))
+        last = _last_metrics(run)
+        rows.setdefault("Phase 2 without Phase 1", []).append(
+            {**_summ(ev["Phase 2 only"], args.eval_k), "generations": last["generations"],
+             "generated_tokens": last["generated_tokens"], "wall_s": wall})
+        _write_table(rows, args)                       # partial results survive an interruption
+    return _write_table(rows, args)
+
+
+def _summ(ev: dict, k: int) -> dict:
+    return {"avg": ev[f"avg@{k}"], "mean_tokens": ev["mean_tokens"],
+            "correction_rate": ev.get("revision", {}).get("correction_rate")}
+
+
+def _mean_spread(xs):
+    xs = [x for x in xs if x is not None]
+    if not xs:
+        return None, None
+    return statistics.mean(xs), (max(xs) - min(xs)) / 2 if len(xs) > 1 else 0.0
+
+
+def _write_table(rows: dict, args) -> dict:
+    order = ["base", "RFT", "GRPO", "SDFT", "SRT only", "SD-Zero", "Phase 2 without Phase 1"]
+    k = args.eval_k
+    lines = [f"| method | avg@{k} (mean ± half-range over seeds) | generations | generated tokens | "
+             "mean response tokens | correction rate | wall s |", "|" + "---|" * 7]
+    summary = {}
+    for name in order:
+        if name not in rows:
+            continue
+        rs = rows[name]
+        m, s = _mean_spread([r["avg"] for r in rs])
+        g, _ = _mean_spread([r["generations"] for r in rs])
+        tk, _ = _mean_spread([r["generated_tokens"] for r in rs])
+        ln, _ = _mean_spread([r["mean_tokens"] for r in rs])
+        cr, _ = _mean_spread([r["correction_rate"] for r in rs])
+        w, _ = _mean_spread([r["wall_s"] for r in rs])
+        summary[name] = {"avg_mean": m, "avg_half_range": s, "seeds": len(rs), "runs": rs}
+        lines.append(f"| {name} | {100 * m:.1f} ± {100 * s:.1f} | {g:.0f} | {tk:.0f} | {ln:.1f} | "
+                     f"{'n/a' if cr is None else f'{100 * cr:.1f}'} | "
+                     f"{'(in SD-Zero)' if w is None else f'{w:.0f}'} |")
+    md = "\n".join(lines)
+    os.makedirs(OUT, exist_ok=True)
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    header = (f"Toy world, seeds {args.seeds}, {k} sample(s) per held-out question, run {stamp} with "
+              f"`python bench.py table`\n\n")
+    open(os.path.join(OUT, "table.md"), "w").write(header + md + "\n")
+    result = {"date": stamp, "seeds": args.seeds, "eval_k": k, "rows": summary, "markdown": md}
+    json.dump(result, open(os.path.join(OUT, "table.json"), "w"), indent=1)
+    print(header + md, flush=True)
+    return result
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("reward", help="verifier throughput / latency")
+    d = sub.add_parser("distill", help="loss memory and time at Qwen3-4B sizes")
+    d.add_argument("--small", action="store_true", help="a quick, small-size sanity version")
+    t = sub.add_parser("table", help="Table 1 in miniature on the toy world")
+    t.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    t.add_argument("--eval-k", type=int, default=1)
+    t.add_argument("--threads", type=int, default=2)
+    t.add_argument("--runs-dir", default="runs")
+    args = p.parse_args(argv)
+    if args.cmd == "reward":
+        from bench_reward import bench_reward
+        res = bench_reward(args)
+    elif args.cmd == "distill":
+        from bench_distill import bench_distill
+        res = bench_distill(args)
+    else:
+        res = bench_table(args)
+    if args.cmd != "table":
+        os.makedirs(OUT, exist_ok=True)
+        with open(os.path.join(OUT, f"{args.cmd}.json"), "w") as f:
+            json.dump(res, f, indent=1, default=str)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
