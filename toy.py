@@ -1,0 +1,363 @@
+r"""toy.py — the embedded toy world: a tiny Qwen3 model pre-trained from scratch on CPU.
+
+What this builds (offline, deterministic from a seed, cached):
+  * a question universe of small arithmetic expressions, split into test / train questions;
+  * a byte-level BPE tokenizer (digits one per token, ChatML chat template, EOS = <|im_end|>);
+  * a tiny Qwen3ForCausalLM pre-trained on a synthetic corpus, saved as an ordinary HF folder,
+    plus train.jsonl / test.jsonl in the project's data schema ({"id", "question", "answer"}).
+
+Why the errors are *systematic habits*.  SD-Zero turns a binary reward into dense token-level
+supervision.  That only works if the reward carries information a model can localise: on plain
+arithmetic a tiny model's errors are noise (a random wrong digit) and no reward can point at them
+(tiny-model.md §3b).  So the corpus answers every question with one of two *evaluation orders*,
+50/50: the correct one, or a classic slip (left-to-right instead of operator precedence, or
+dropping the parentheses).  The slip is decided by the first worked step, so "which habit does
+the verifier reward" is learnable — and it depends on the question's shape, so it is not trivial.
+
+Why re-attempts are independent.  Like the paper's base model (revision barely helps, Table 9),
+the toy must be a fair generator and a *poor reviser*.  The corpus therefore contains the revision
+layout  X + y0 + "\n\n" + P_r + "\n\n" + y_rev <eos>  with the correct control phrase P_r, but
+y_rev is a fresh 50/50 re-attempt that ignores P_r.  Any skill to *fix* an answer after
+"Wait, this response is not correct" must come from Phase 1 (SRT, paper §2.1); without it,
+Phase 2 has no better teacher to distil (Table 12).
+
+The world: "What is E?" for four shapes E, each with a correct order and a slip (50/50 each):
+  a+b*c    good 4*7=28, 3+28=31 \boxed{31}    bad (left to right)     3+4=7, 7*7=49 \boxed{49}
+  (a+b)*c  good 3+4=7, 7*7=49 \boxed{49}      bad (drops the parens)  4*7=28, 3+28=31 \boxed{31}
+  a-b+c    good 25-4=21, 21+7=28 \boxed{28}  bad (groups b+c)        4+7=11, 25-11=14 \boxed{14}
+  a-(b+c)  good 4+7=11, 25-11=14 \boxed{14}  bad (drops the parens)  25-4=21, 21+7=28 \boxed{28}
+Each prompt X is rendered by generate.prompt_text (the exact prompt train.py uses).
+
+Budget: 500 steps of batch 48, about 2 minutes on 2 otherwise idle CPU cores (limit: 4), fp32,
+torch threads = min(2, cpus) or $SDZERO_THREADS (use 1 when other jobs share the cores: spinning
+OpenMP threads can make it several times slower).  Two builds with the same seed give identical
+weights.  Built once under runs/toy/<hash of the build config>/; `python toy.py` builds,
+`python toy.py --force` rebuilds.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import os
+import random
+import re
+import time
+
+import generate
+
+# Control phrases P_r (paper §2.1; r=1 correct, r=0 wrong). Phase 1/2 must use the same strings.
+CONTROL_PHRASES = {1: "Let me rephrase the above solution.",
+                   0: "Wait, this response is not correct, let me start over."}
+SEP = "\n\n"  # separator around P_r: revision = y0 + SEP + P_r + SEP + y_rev
+SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]  # pad, role start, EOS (ids 0, 1, 2)
+CHAT_TEMPLATE = ("{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + "
+                 "message['content'] + '<|im_end|>' + '\n' }}{% endfor %}"
+                 "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
+# Model sizes (Qwen3 architecture; head_dim must be set explicitly, it defaults to 128).
+SIZES = {"XS": dict(hidden=64, layers=2, heads=4, kv=2, inter=192),
+         "S": dict(hidden=128, layers=4, heads=4, kv=2, inter=384),
+         "M": dict(hidden=192, layers=4, heads=6, kv=2, inter=576)}
+# Everything that changes the built model; its hash names the cache folder (bump `version` when
+# the world, corpus or training code changes, so stale caches are not reused).
+BUILD_DEFAULTS = dict(version=1, size="S", steps=500, batch=48, lr=3e-3, warmup=40,
+                      revision_frac=0.3, n_test=300, vocab=512)
+
+# --------------------------------------------------------------------------------------------
+# The world: four expression shapes, two evaluation orders each
+# --------------------------------------------------------------------------------------------
+# Each shape has a correct order ("good") and a systematic slip ("bad").  The slip of one shape is
+# the correct order of its sibling, so "always do X first" never works: the model must read the
+# parentheses.  Ranges keep every answer a non-negative integer and make the habits always differ.
+OPS = {"+": lambda x, y: x + y, "-": lambda x, y: x - y, "*": lambda x, y: x * y}
+SHAPES = {  # shape: (template, good steps, bad steps); a step is (left, op, right), "r" = last result
+    "a+b*c":   ("{a}+{b}*{c}",   [("b", "*", "c"), ("a", "+", "r")], [("a", "+", "b"), ("r", "*", "c")]),
+    "(a+b)*c": ("({a}+{b})*{c}", [("a", "+", "b"), ("r", "*", "c")], [("b", "*", "c"), ("a", "+", "r")]),
+    "a-b+c":   ("{a}-{b}+{c}",   [("a", "-", "b"), ("r", "+", "c")], [("b", "+", "c"), ("a", "-", "r")]),
+    "a-(b+c)": ("{a}-({b}+{c})", [("b", "+", "c"), ("a", "-", "r")], [("a", "-", "b"), ("r", "+", "c")]),
+}
+RANGES = {"a+b*c": (range(1, 10), range(1, 10), range(2, 10)),
+          "(a+b)*c": (range(1, 10), range(1, 10), range(2, 10)),
+          "a-b+c": (range(20, 30), range(2, 10), range(2, 10)),
+          "a-(b+c)": (range(20, 30), range(2, 10), range(2, 10))}
+
+
+def all_questions() -> list[tuple]:
+    """The whole universe as (shape, a, b, c), in a fixed order."""
+    return [(s, a, b, c) for s, (ra, rb, rc) in RANGES.items() for a in ra for b in rb for c in rc]
+
+
+def question_text(q: tuple) -> str:
+    shape, a, b, c = q
+    return "What is " + SHAPES[shape][0].format(a=a, b=b, c=c) + "?"
+
+
+def parse_question(text: str) -> tuple:
+    """Inverse of question_text (used by solve())."""
+    for shape, (tmpl, _, _) in SHAPES.items():
+        pat = re.escape(tmpl)
+        for v in "abc":
+            pat = pat.replace(r"\{" + v + r"\}", r"(\d+)")
+        m = re.search("What is " + pat + r"\?", text)
+        if m:
+            return (shape, *map(int, m.groups()))
+    raise ValueError(f"not a toy question: {text!r}")
+
+
+def worked_steps(q: tuple, good: bool) -> list[tuple]:
+    """The two steps of one habit as (x, op, y, result)."""
+    shape, a, b, c = q
+    env, out = {"a": a, "b": b, "c": c}, []
+    for left, op, right in SHAPES[shape][1 if good else 2]:
+        x, y = env[left], env[right]
+        env["r"] = OPS[op](x, y)
+        out.append((x, op, y, env["r"]))
+    return out
+
+
+def response(q: tuple, good: bool) -> str:
+    """A short worked response, e.g. '4*7=28, 3+28=31 \\boxed{31}' (no EOS)."""
+    st = worked_steps(q, good)
+    return ", ".join(f"{x}{op}{y}={r}" for x, op, y, r in st) + f" \\boxed{{{st[-1][3]}}}"
+
+
+def answer(q: tuple) -> int:
+    return worked_steps(q, True)[-1][3]
+
+
+def solve(question: str) -> str:
+    """A correct worked solution in the toy's response format (the SDFT demonstration)."""
+    return response(parse_question(question), True)
+
+
+def boxed(text: str):
+    """Integer in the last \\boxed{} or None."""
+    m = re.findall(r"\\boxed\{\s*(-?\d+)\s*\}", text)
+    return int(m[-1]) if m else None
+
+
+def habit_of(q: tuple, text: str):
+    """'good' / 'bad' if the response's first worked step is that habit's first step, else None.
+    The first step decides the habit, so this is where the reward's information lives."""
+    first = text.strip().split(",")[0].strip()
+    for good in (True, False):
+        x, op, y, r = worked_steps(q, good)[0]
+        if first == f"{x}{op}{y}={r}":
+            return "good" if good else "bad"
+    return None
+
+
+def split_questions(seed: int, n_test: int = 300) -> tuple[list, list]:
+    """Deterministic (train, test) split, stratified by shape so every shape is tested equally."""
+    rng = random.Random(f"toy-split-{seed}")
+    train, test = [], []
+    per_shape = n_test // len(SHAPES)
+    for shape in SHAPES:
+        qs = [q for q in all_questions() if q[0] == shape]
+        rng.shuffle(qs)
+        test += qs[:per_shape]
+        train += qs[per_shape:]
+    rng.shuffle(train)
+    rng.shuffle(test)
+    return train, test
+
+
+# --------------------------------------------------------------------------------------------
+# The pre-training corpus
+# --------------------------------------------------------------------------------------------
+def corpus_example(q: tuple, rng: random.Random, revision: bool) -> dict:
+    """One pre-training example.  Habits are coin flips; y_rev's coin ignores y0 and P_r."""
+    good0 = rng.random() < 0.5
+    ex = {"q": q, "question": question_text(q), "y0": response(q, good0), "good0": good0}
+    if revision:
+        good1 = rng.random() < 0.5  # independent re-attempt: no correction skill is built in
+        ex.update(P=CONTROL_PHRASES[int(good0)], y_rev=response(q, good1), good_rev=good1)
+    return ex
+
+
+def corpus(train_qs: list, n: int, seed: int, revision_frac: float) -> list[dict]:
+    """n examples over the train questions only (test questions never appear)."""
+    rng = random.Random(f"toy-corpus-{seed}")
+    return [corpus_example(rng.choice(train_qs), rng, rng.random() < revision_frac) for _ in range(n)]
+
+
+def tokenizer_lines(qs: list) -> list[str]:
+    """Text the BPE is trained on: rendered prompts, both habits, control phrases, chat words."""
+    lines = ["<|im_start|>user\n", "<|im_start|>assistant\n", *CONTROL_PHRASES.values()]
+    for q in qs:
+        lines += [question_text(q) + "\n\n" + generate.MATH_INSTRUCTION,
+                  response(q, True), response(q, False)]
+    return lines
+
+
+# --------------------------------------------------------------------------------------------
+# Tokenizer and model
+# --------------------------------------------------------------------------------------------
+def make_tokenizer(corpus_lines, vocab_size: int = 512):
+    """Byte-level BPE trained on corpus_lines; digits split one per token (as in Qwen)."""
+    from tokenizers import Tokenizer, Regex, decoders, models, normalizers, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+    tok = Tokenizer(models.BPE(unk_token=None))
+    tok.normalizer = normalizers.NFC()
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(r"\d"), behavior="isolated"),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)])
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(corpus_lines, trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=SPECIALS, show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+                                   padding_side="left", chat_template=CHAT_TEMPLATE, model_max_length=2048)
+
+
+def make_model(tokenizer, size: str = "S", seed: int = 0):
+    """A randomly initialised Qwen3ForCausalLM sized for the tokenizer (deterministic per seed)."""
+    import torch
+    from transformers import GenerationConfig, Qwen3Config, Qwen3ForCausalLM
+    s = SIZES[size]
+    cfg = Qwen3Config(vocab_size=len(tokenizer), hidden_size=s["hidden"], intermediate_size=s["inter"],
+                      num_hidden_layers=s["layers"], num_attention_heads=s["heads"],
+                      num_key_value_heads=s["kv"], head_dim=s["hidden"] // s["heads"],
+                      max_position_embeddings=1024, tie_word_embeddings=True,
+                      rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
+                      pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+                      bos_token_id=None)
+    torch.manual_seed(seed)
+    model = Qwen3ForCausalLM(cfg)
+    # Pure T=1 sampling by default, so no hidden top_k=50 changes the sampling distribution.
+    model.generation_config = GenerationConfig(eos_token_id=tokenizer.eos_token_id,
+                                               pad_token_id=tokenizer.pad_token_id, do_sample=True,
+                                               temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=64)
+    return model
+
+
+# --------------------------------------------------------------------------------------------
+# Pre-training
+# --------------------------------------------------------------------------------------------
+def encode(ex: dict, tok, cache: dict) -> tuple[list, list]:
+    """ids and labels of one example, built by id concatenation exactly like the trainer does:
+    X + y0 [+ S(P) + y_rev] + EOS.  Loss on the responses and EOS; not on X or the control phrase
+    (the base should never *write* P_r itself: self-revision in-stream is what SRT teaches)."""
+    def ids(text):
+        if text not in cache:
+            cache[text] = tok(text, add_special_tokens=False)["input_ids"]
+        return cache[text]
+    key = ("X", ex["question"])  # X is rendered by the trainer's own prompt builder
+    if key not in cache:
+        cache[key] = ids(generate.prompt_text(tok, ex["question"], "math"))
+    x, y0 = cache[key], ids(ex["y0"])
+    if "P" not in ex:
+        seq = x + y0 + [tok.eos_token_id]
+        return seq, [-100] * len(x) + y0 + [tok.eos_token_id]
+    sp, yr = ids(SEP + ex["P"] + SEP), ids(ex["y_rev"])
+    seq = x + y0 + sp + yr + [tok.eos_token_id]
+    return seq, [-100] * len(x) + y0 + [-100] * len(sp) + yr + [tok.eos_token_id]
+
+
+def pretrain(model, tok, examples: list, cfg: dict, quiet: bool = False) -> dict:
+    """Plain next-token SFT, AdamW + warm-up + cosine, deterministic batch order."""
+    import torch
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], betas=(0.9, 0.98), weight_decay=0.01)
+    steps, bs, cache = cfg["steps"], cfg["batch"], {}
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / cfg["warmup"]) * (
+        0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, s / max(1, steps))))))
+    model.train()
+    t0, ema = time.time(), None
+    for step in range(steps):
+        batch = [encode(ex, tok, cache) for ex in examples[step * bs:(step + 1) * bs]]
+        T = max(len(s) for s, _ in batch)  # right padding; pad positions carry no loss
+        inp = torch.tensor([s + [tok.pad_token_id] * (T - len(s)) for s, _ in batch])
+        lab = torch.tensor([l + [-100] * (T - len(l)) for _, l in batch])
+        att = torch.tensor([[1] * len(s) + [0] * (T - len(s)) for s, _ in batch])
+        loss = model(input_ids=inp, attention_mask=att, labels=lab, use_cache=False).loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        ema = loss.item() if ema is None else 0.95 * ema + 0.05 * loss.item()
+        if not quiet and (step % 50 == 0 or step == steps - 1):
+            print(f"  pretrain step {step + 1}/{steps}  loss {ema:.3f}  {time.time() - t0:.0f}s", flush=True)
+    model.eval()
+    return {"steps": steps, "final_loss": round(ema, 4), "train_seconds": round(time.time() - t0, 1)}
+
+
+# --------------------------------------------------------------------------------------------
+# Build (cached)
+# --------------------------------------------------------------------------------------------
+def build_toy(root: str = "runs/toy", seed: int = 0, force: bool = False, quiet: bool = False,
+              steps: int | None = None, **overrides) -> dict:
+    """Build (or reuse) the toy: returns absolute paths {"model", "train", "test"} and "stats".
+
+    `steps` and `overrides` (any BUILD_DEFAULTS key, e.g. size="XS", batch=8) are for tests and
+    experiments; they change the config hash, so they never overwrite the default build."""
+    unknown = set(overrides) - set(BUILD_DEFAULTS)
+    if unknown:
+        raise TypeError(f"unknown toy build option(s): {sorted(unknown)}")
+    cfg = dict(BUILD_DEFAULTS, seed=seed, **overrides)
+    if steps is not None:
+        cfg["steps"] = steps
+    tag = hashlib.sha1(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:10]
+    out = os.path.abspath(os.path.join(root, tag))
+    paths = {"model": os.path.join(out, "model"), "train": os.path.join(out, "train.jsonl"),
+             "test": os.path.join(out, "test.jsonl")}
+    done = os.path.join(out, "DONE")  # written last: an interrupted build is redone
+    if os.path.exists(done) and not force:
+        return dict(paths, stats=json.load(open(done)))
+    if os.path.exists(done):
+        os.remove(done)  # --force: the old marker must not vouch for half-written new files
+    import torch
+    from transformers.utils import logging as hf_logging
+    hf_logging.disable_progress_bar()
+    threads = torch.get_num_threads()
+    # Tiny matmuls: more than 2 threads only adds sync overhead; under load, SDZERO_THREADS=1 helps.
+    torch.set_num_threads(int(os.environ.get("SDZERO_THREADS", min(2, os.cpu_count() or 1))))
+    try:
+        stats = _build(cfg, out, paths, quiet)
+    finally:
+        torch.set_num_threads(threads)
+    json.dump(stats, open(done, "w"), indent=1)
+    if not quiet:
+        print(f"[toy] done in {stats['build_seconds']}s: {out}", flush=True)
+    return dict(paths, stats=stats)
+
+
+def _build(cfg: dict, out: str, paths: dict, quiet: bool) -> dict:
+    t0, seed = time.time(), cfg["seed"]
+    if not quiet:
+        print(f"[toy] building {out} (seed {seed}, {cfg['steps']} steps, size {cfg['size']})", flush=True)
+    train_qs, test_qs = split_questions(seed, cfg["n_test"])
+    os.makedirs(out, exist_ok=True)
+    for path, qs in ((paths["train"], train_qs), (paths["test"], test_qs)):
+        with open(path, "w") as f:
+            for q in qs:
+                qid = f"toy-{list(SHAPES).index(q[0])}-{q[1]}-{q[2]}-{q[3]}"
+                row = {"id": qid, "question": question_text(q), "answer": str(answer(q))}
+                f.write(json.dumps(row) + "\n")
+    tok = make_tokenizer(tokenizer_lines(train_qs), cfg["vocab"])
+    model = make_model(tok, cfg["size"], seed)
+    examples = corpus(train_qs, cfg["steps"] * cfg["batch"], seed, cfg["revision_frac"])
+    stats = pretrain(model, tok, examples, cfg, quiet)
+    model.save_pretrained(paths["model"])
+    tok.save_pretrained(paths["model"])
+    # transformers v5 records "TokenizersBackend", which v4 cannot load; this name loads in both.
+    tc_path = os.path.join(paths["model"], "tokenizer_config.json")
+    tc = json.load(open(tc_path))
+    tc["tokenizer_class"] = "PreTrainedTokenizerFast"
+    json.dump(tc, open(tc_path, "w"), indent=2)
+    stats.update(n_train=len(train_qs), n_test=len(test_qs), vocab=len(tok),
+                 params=sum(p.numel() for p in model.parameters()), build_seconds=round(time.time() - t0, 1),
+                 config=cfg)
+    return stats
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description="Build the toy model and data (cached).")
+    ap.add_argument("--root", default="runs/toy")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--force", action="store_true", help="rebuild even if cached")
+    ap.add_argument("--steps", type=int, default=None)
+    args = ap.parse_args()
+    r = build_toy(args.root, args.seed, args.force, steps=args.steps)
+    print(json.dumps({k: r[k] for k in ("model", "train", "test")}, indent=1))
