@@ -123,6 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-bad-steps", type=int, default=3,
                    help="stop after this many consecutive NaN/inf steps (each is skipped)")
     p.add_argument("--toy-root", default="runs/toy", help="where the toy world is cached")
+    p.add_argument("--toy-steps", type=int, default=None,
+                   help="pre-training steps of the toy base (default: toy.py's; fewer = a quick, weak base)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
 
@@ -647,7 +649,7 @@ def load_data(args):
               "solution": args.solution_field}
     if args.toy:
         import toy
-        built = toy.build_toy(args.toy_root, seed=0, quiet=args.quiet)
+        built = toy.build_toy(args.toy_root, seed=0, quiet=args.quiet, steps=args.toy_steps)
         args.model = built["model"]
         args.data = args.data or built["train"]
         args.test_data = args.test_data or built["test"]
