@@ -153,7 +153,8 @@ def main(argv=None) -> int:
         res = bench_table(args)
     if args.cmd != "table":
         os.makedirs(OUT, exist_ok=True)
-        with open(os.path.join(OUT, f"{args.cmd}.json"), "w") as f:
+        name = f"{args.cmd}-small" if getattr(args, "small", False) else args.cmd   # keep full results
+        with open(os.path.join(OUT, f"{name}.json"), "w") as f:
             json.dump(res, f, indent=1, default=str)
     return 0
 

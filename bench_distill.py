@@ -230,6 +230,8 @@ def main(argv=None):
         print(json.dumps(_run_path(args._path, json.loads(args._cfg))))
         return
     result = bench_distill(args)
+    if args.small and args.out == "bench_results/distill.json":
+        args.out = "bench_results/distill-small.json"            # never overwrite the full run
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
     with open(args.out, "w") as f:
         json.dump(result, f, indent=2)

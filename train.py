@@ -70,12 +70,16 @@ KNOBS = [
     ("norm", "token_mean", "token_mean", "token_mean over the batch (official code) or seq_sum (eq. 4 literally)"),
     ("teacher_sync", 0, 0, "teacher := student every N Phase-2 steps; 0 = frozen SRT teacher (paper §2.2, Fig. 5)"),
     ("grad_clip", 1.0, 1.0, "gradient-norm clip (official code: 1.0)"),
-    ("micro_batch", 4, 64, "sequences per forward/backward in Phase 2 and SRT (memory knob)"),
-    ("gen_batch", 64, 128, "prompts per generate() call"),
+    ("micro_batch", 1, 64, "sequences per forward/backward in Phase 2 and SRT (memory knob; README)"),
+    ("gen_batch", 4, 128, "sequences per generate() call (KV-cache memory knob; README)"),
     ("eval_questions", 500, 300, "held-out questions for the final table (paper: 500 held-out)"),
     ("eval_k", 1, 1, "samples per held-out question (paper: avg@8)"),
     ("save_every", 25, 1, "checkpoint every N steps (atomic; toy: every step)"),
 ]
+
+
+def _count_or_fraction(s: str):
+    return float(s) if "." in s else int(s)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -111,7 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--p-wrong", default=P_WRONG,
                    help="P_r for r=0 (paper; official Qwen code: 'Wait, this response is wrong. Let me correct it.')")
     for name, paper, toy, help_ in KNOBS:
-        p.add_argument("--" + name.replace("_", "-"), type=type(paper), default=None,
+        kind = _count_or_fraction if name == "phase1_questions" else type(paper)
+        p.add_argument("--" + name.replace("_", "-"), type=kind, default=None,
                        help=f"{help_} [default: {paper}; toy: {toy}]")
     p.add_argument("--run-name", default=None, help="runs/<name>/ (default: toy or model basename)")
     p.add_argument("--runs-dir", default="runs")
