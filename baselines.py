@@ -148,16 +148,9 @@ def sdft_step(args, student, tok, items, phrases, device, demo_fn) -> dict:
         st = scored_batch([r.prompt_ids for r in rolls[sl]], ys[sl], tok.pad_token_id)
         te = scored_batch(demo_x[sl], ys[sl], tok.pad_token_id)          # demo prompt + the same Y
         n = len(st["targets"])
-        w = weights[offset:offset + n]
+        out = distill.distill_pair(student, student, st, te, weights=weights[offset:offset + n],
+                                   k=args.topk, kind=args.kl, mix=args.mix, support=args.support)
         offset += n
-        t_out = distill.teacher_targets(student, te["ids"].to(device), te["mask"].to(device),
-                                        te["rows"].to(device), te["cols"].to(device),
-                                        te["targets"].to(device), k=args.topk,
-                                        keep_hidden=args.support == "full")
-        out = distill.distill_loss(student, st["ids"].to(device), st["mask"].to(device),
-                                   st["rows"].to(device), st["cols"].to(device),
-                                   st["targets"].to(device), t_out, weights=w.to(device), kind=args.kl,
-                                   mix=args.mix, support=args.support, teacher_head=student)
         loss_sum += float(out["loss"])
         kls.append(out["per_token_kl"].float().cpu())
     kl = torch.cat(kls) if kls else torch.zeros(0)

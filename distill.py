@@ -336,3 +336,23 @@ def distill_loss_from_hidden(student, hidden_rows: torch.Tensor, targets: torch.
 
     loss = chunked_head_backward(student, hidden_rows, loss_fn, chunk=chunk, backward=backward)
     return {"loss": loss, "per_token_kl": per_token_kl, "student_target_logp": student_lp}
+
+
+def distill_pair(student, teacher, s: dict, t: dict, *, weights: torch.Tensor, k: int = 64,
+                 kind: str = "reverse", mix: float = 0.5, support: str = "topk",
+                 backward: bool = True) -> dict:
+    """One micro-batch of eq. 4: the teacher reads its sequences, the student its own.
+
+    ``s`` and ``t`` are revise.scored_batch dicts (ids, mask, rows, cols, targets) that enumerate
+    the same N target tokens in the same order; the teacher may be the student itself (SDFT).
+    Returns distill_loss's dict plus the teacher's full-vocab ``teacher_target_logp``.
+    """
+    dev = next(student.parameters()).device
+    s, t = ({key: v.to(dev) for key, v in b.items()} for b in (s, t))
+    t_out = teacher_targets(teacher, t["ids"], t["mask"], t["rows"], t["cols"], t["targets"], k=k,
+                            keep_hidden=support == "full")
+    out = distill_loss(student, s["ids"], s["mask"], s["rows"], s["cols"], s["targets"], t_out,
+                       weights=weights.to(dev), kind=kind, mix=mix, support=support,
+                       teacher_head=teacher, backward=backward)
+    out["teacher_target_logp"] = t_out["target_logp"]
+    return out

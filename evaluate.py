@@ -149,7 +149,6 @@ def token_scores(generator, teacher, tok, rolls, rewards, phrases=Phrases(), *, 
                  topk=64, micro=8) -> list[dict]:
     """Per-token KL(generator ‖ reviser) and token KL reward for each rollout, Phase-2 layout."""
     eos = eos_ids(generator, tok)
-    device = next(generator.parameters()).device
     out = []
     for s in range(0, len(rolls), micro):
         rs, rws = rolls[s:s + micro], rewards[s:s + micro]
@@ -159,17 +158,11 @@ def token_scores(generator, teacher, tok, rolls, rewards, phrases=Phrases(), *, 
             continue
         ss = [phrase_ids(tok, phrases.pick(rw)) for rw in rws]
         b = phase2_batch([r.prompt_ids for r in rs], ys, ss, eos, tok.pad_token_id)
-        t = distill.teacher_targets(teacher, b["teacher_ids"].to(device), b["teacher_mask"].to(device),
-                                    b["teacher_rows"].to(device), b["teacher_cols"].to(device),
-                                    b["targets"].to(device), k=topk, keep_hidden=support == "full")
-        n = len(b["targets"])
-        o = distill.distill_loss(generator, b["student_ids"].to(device), b["student_mask"].to(device),
-                                 b["student_rows"].to(device), b["student_cols"].to(device),
-                                 b["targets"].to(device), t, weights=torch.zeros(n, device=device),
-                                 kind="reverse", support=support, teacher_head=teacher,
-                                 backward=False)
+        n = len(b["student"]["targets"])
+        o = distill.distill_pair(generator, teacher, b["student"], b["teacher"], weights=torch.zeros(n),
+                                 k=topk, support=support, backward=False)
         kl = o["per_token_kl"].float().cpu().tolist()
-        rew = (o["student_target_logp"] - t["target_logp"]).float().cpu().tolist()
+        rew = (o["student_target_logp"] - o["teacher_target_logp"]).float().cpu().tolist()
         pos = 0
         for y in ys:
             out.append({"kl": kl[pos:pos + len(y)], "reward_tok": rew[pos:pos + len(y)]})

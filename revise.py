@@ -130,11 +130,9 @@ def phase2_batch(xs, ys, ss, eos, pad_id) -> dict:
     Both lists of (row, col) enumerate the same N targets in the same order, so entry i of the
     teacher's top-k belongs to entry i of the student's logits.
     """
-    s = scored_batch(xs, ys, pad_id)
-    t = scored_batch([reviser_prompt(x, y, sp, eos) for x, y, sp in zip(xs, ys, ss)], ys, pad_id)
-    return {"student_ids": s["ids"], "student_mask": s["mask"], "student_rows": s["rows"],
-            "student_cols": s["cols"], "teacher_ids": t["ids"], "teacher_mask": t["mask"],
-            "teacher_rows": t["rows"], "teacher_cols": t["cols"], "targets": s["targets"]}
+    return {"student": scored_batch(xs, ys, pad_id),
+            "teacher": scored_batch([reviser_prompt(x, y, sp, eos) for x, y, sp in zip(xs, ys, ss)],
+                                    ys, pad_id)}
 
 
 def fit_teacher_budget(x_len: int, y: list[int], s_len: int, max_teacher_tokens: int) -> list[int]:

@@ -448,7 +448,7 @@ def phase2_order(n: int, seed: int, upto: int) -> list[int]:
     return order
 
 
-def distill_step(args, student, teacher, tok, items, phrases, eos, device) -> dict:
+def distill_step(args, student, teacher, tok, items, phrases, eos) -> dict:
     """One Phase-2 step on a batch of fresh questions; returns metrics (gradients accumulated)."""
     xs = [prompt_ids(tok, it["question"], args.task) for it in items]
     rolls = rollout(student, tok, xs, n=args.rollouts_per_question, **gen_kwargs(args))
@@ -468,18 +468,11 @@ def distill_step(args, student, teacher, tok, items, phrases, eos, device) -> di
         if sum(len(y) for y in Y[sl]) == 0:
             continue
         b = phase2_batch(X[sl], Y[sl], S[sl], eos, tok.pad_token_id)
-        n = len(b["targets"])
-        w = weights[offset:offset + n]
+        n = len(b["student"]["targets"])
+        out = distill.distill_pair(student, teacher, b["student"], b["teacher"],
+                                   weights=weights[offset:offset + n], k=args.topk, kind=args.kl,
+                                   mix=args.mix, support=args.support)
         offset += n
-        t_out = distill.teacher_targets(teacher, b["teacher_ids"].to(device), b["teacher_mask"].to(device),
-                                        b["teacher_rows"].to(device), b["teacher_cols"].to(device),
-                                        b["targets"].to(device), k=args.topk,
-                                        keep_hidden=args.support == "full")
-        out = distill.distill_loss(student, b["student_ids"].to(device), b["student_mask"].to(device),
-                                   b["student_rows"].to(device), b["student_cols"].to(device),
-                                   b["targets"].to(device), t_out, weights=w.to(device), kind=args.kl,
-                                   mix=args.mix, support=args.support,
-                                   teacher_head=teacher.get_output_embeddings())
         loss_sum += float(out["loss"])
         kls.append(out["per_token_kl"].float().cpu())
     kl = torch.cat(kls) if kls else torch.zeros(0)
@@ -501,14 +494,13 @@ def phase2(args, student, teacher, tok, n2, run_dir, log, ckpt, base_budget, ste
     """
     phrases = Phrases(args.p_correct, args.p_wrong)
     eos = eos_ids(student, tok)
-    device = next(student.parameters()).device
     if teacher is not None:
         teacher.eval()
         for p in teacher.parameters():
             p.requires_grad_(False)
     if step_fn is None:
         def step_fn(items):
-            return distill_step(args, student, teacher, tok, items, phrases, eos, device)
+            return distill_step(args, student, teacher, tok, items, phrases, eos)
     student.train()
     opt = make_optimizer(student, args.lr, args.weight_decay, (0.9, 0.999))
     sched = warmup_constant_schedule(opt, args.warmup_steps)

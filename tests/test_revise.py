@@ -60,17 +60,18 @@ def test_alignment_property_on_padded_batch(seed):
         ys.append(y)
     ss = [[30, 31] if torch.rand(1, generator=g) < 0.5 else [40, 41, 42] for _ in range(B)]
     b = phase2_batch(xs, ys, ss, {EOS}, pad_id=0)
-    flat_y = [t for y in ys for t in y]
-    assert b["targets"].tolist() == flat_y
-    assert b["teacher_ids"][b["teacher_rows"], b["teacher_cols"] + 1].tolist() == flat_y
-    assert b["student_ids"][b["student_rows"], b["student_cols"] + 1].tolist() == flat_y
-    assert torch.equal(b["teacher_rows"], b["student_rows"])
+    s, t = b["student"], b["teacher"]
+    flat_y = [tok for y in ys for tok in y]
+    assert s["targets"].tolist() == flat_y and t["targets"].tolist() == flat_y
+    assert t["ids"][t["rows"], t["cols"] + 1].tolist() == flat_y
+    assert s["ids"][s["rows"], s["cols"] + 1].tolist() == flat_y
+    assert torch.equal(t["rows"], s["rows"])
     # Padding never appears at a scored position or as a target.
-    assert bool(b["teacher_mask"][b["teacher_rows"], b["teacher_cols"] + 1].all())
-    assert bool(b["student_mask"][b["student_rows"], b["student_cols"] + 1].all())
+    assert bool(t["mask"][t["rows"], t["cols"] + 1].all())
+    assert bool(s["mask"][s["rows"], s["cols"] + 1].all())
     # The teacher's context before the second copy is X + Y' + S: it saw the answer and P_r.
     for i, (x, y, s) in enumerate(zip(xs, ys, ss)):
-        seq = b["teacher_ids"][i, : len(x) + len(strip_eos(y, {EOS})) + len(s)].tolist()
+        seq = t["ids"][i, : len(x) + len(strip_eos(y, {EOS})) + len(s)].tolist()
         assert seq == x + strip_eos(y, {EOS}) + s
 
 
