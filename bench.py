@@ -3,6 +3,7 @@
     python bench.py reward     # verifier throughput and worst-case latency      -> bench_results/reward.json
     python bench.py distill    # loss memory: chunked vs naive full-vocab (4B)   -> bench_results/distill.json
     python bench.py table      # paper Table 1 in miniature on the toy world     -> bench_results/table.{json,md}
+    python bench.py gpu        # 2 Phase-2 steps of a random Qwen3-4B on one GPU  -> bench_results/gpu.json
 
 `table` trains every method from the same toy base model on the same training questions with the
 same generation budget (paper §4.3: SD-Zero's own count, Phase 1 + Phase 2), for several seeds, and
@@ -142,8 +143,13 @@ def main(argv=None) -> int:
     t.add_argument("--eval-k", type=int, default=1)
     t.add_argument("--threads", type=int, default=2)
     t.add_argument("--runs-dir", default="runs")
+    from bench_gpu import add_arguments as gpu_arguments
+    gpu_arguments(sub.add_parser("gpu", help="Phase-2 memory/time at Qwen3-4B size on one GPU"))
     args = p.parse_args(argv)
-    if args.cmd == "reward":
+    if args.cmd == "gpu":
+        from bench_gpu import bench_gpu
+        res = bench_gpu(args)
+    elif args.cmd == "reward":
         from bench_reward import bench_reward
         res = bench_reward(args)
     elif args.cmd == "distill":
