@@ -1,4 +1,5 @@
 """train.AdamW: textbook AdamW on fp32 weights; unbiased stochastic rounding on bf16 weights."""
+import pytest
 import torch
 
 from train import AdamW, stochastic_round_bf16
@@ -45,3 +46,23 @@ def test_bf16_weights_learn_tiny_updates_that_plain_rounding_loses():
         q.grad = torch.ones_like(q)
         plain.step()
     assert q.float().mean().item() == torch.tensor(0.02).to(torch.bfloat16).float().item()
+
+
+def test_nonfinite_gradient_skips_the_step_and_repeated_ones_stop_the_run():
+    from train import BadSteps, cosine_schedule, step_optimizer
+    m = torch.nn.Linear(3, 1)
+    before = [p.detach().clone() for p in m.parameters()]
+    opt = AdamW(m.parameters(), lr=0.1)
+    sched = cosine_schedule(opt, 10, 0)
+    (m(torch.tensor([[float("nan"), 1.0, 1.0]])).sum()).backward()
+    norm, ok = step_optimizer(m, opt, sched, 1.0)
+    assert not ok
+    assert all(torch.equal(a, b) for a, b in zip(before, m.parameters())), "weights must not move"
+    assert all(p.grad is None for p in m.parameters()), "the bad gradient must be dropped"
+    bad = BadSteps(limit=2)
+    bad.update(False, "step 1")
+    bad.update(True, "step 2")                    # a good step resets the run of bad ones
+    bad.update(False, "step 3")
+    with pytest.raises(SystemExit) as e:
+        bad.update(False, "step 4")
+    assert "consecutive non-finite" in str(e.value) and bad.total == 3
