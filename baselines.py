@@ -23,7 +23,7 @@ import torch
 
 import distill
 from generate import prompt_ids, rollout
-from revise import grade, scored_batch
+from revise import grade, phrase_ids, scored_batch
 
 DAPO_CLIP = (0.2, 0.28)
 
@@ -118,10 +118,25 @@ DEMO_TEMPLATE = ("{question}\n\nHere is an example of a correct response to this
                  "{demo}\n\nNow write a response of your own.")
 
 
-def sdft_teacher_prompt(tok, question: str, demo: str, task: str = "math") -> list[int]:
-    """The SDFT teacher's context: the question plus a correct demonstration, in the user turn,
-    with the same task instruction as the student's prompt (only the demonstration differs)."""
+def sdft_teacher_prompt(tok, question: str, demo: str, task: str = "math", context: str = "user",
+                        phrases=None) -> list[int]:
+    """The SDFT teacher's context, before the student's Y.
+
+    "user" (the SDFT paper's way): the question plus the correct demonstration in the user turn,
+    with the same task instruction as the student's prompt.
+    "assistant": X + demonstration + S(P_correct) — the demonstration shown as an earlier correct
+    answer inside the assistant turn. A model that cannot read English instructions (the toy) can
+    still read this layout; it is SD-Zero's teacher layout with a gold answer instead of the
+    student's own, and no SRT before it.
+    """
     from generate import build_messages
+    if context == "assistant":
+        from revise import Phrases
+        p = (phrases or Phrases()).correct
+        return (prompt_ids(tok, question, task) + tok(demo, add_special_tokens=False)["input_ids"]
+                + phrase_ids(tok, p))
+    if context != "user":
+        raise ValueError(f"unknown SDFT context {context!r} (expected 'user' or 'assistant')")
     msgs = build_messages(DEMO_TEMPLATE.format(question=question, demo=demo), task)
     text = tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
     return tok(text, add_special_tokens=False)["input_ids"]
@@ -135,8 +150,8 @@ def sdft_step(args, student, tok, items, phrases, device, demo_fn) -> dict:
                     top_p=args.top_p, top_k=0, max_new_tokens=args.max_new_tokens,
                     batch_size=args.gen_batch)
     rewards = grade(args.task, [r.text for r in rolls], [items[r.index] for r in rolls], phrases)
-    demo_x = [sdft_teacher_prompt(tok, items[r.index]["question"], demo_fn(items[r.index]), args.task)
-              for r in rolls]
+    demo_x = [sdft_teacher_prompt(tok, items[r.index]["question"], demo_fn(items[r.index]), args.task,
+                                  args.sdft_context, phrases) for r in rolls]
     ys = [r.completion_ids for r in rolls]
     seq_of_token = torch.tensor([b for b, y in enumerate(ys) for _ in y], dtype=torch.long)
     weights = distill.token_weights(seq_of_token, len(ys), args.norm)

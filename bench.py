@@ -17,6 +17,7 @@ import argparse
 import datetime
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -27,15 +28,28 @@ OUT = os.path.join(ROOT, "bench_results")
 
 
 def _train(run_name: str, extra: list[str], runs_dir: str, quiet=True) -> float:
-    """One train.py run in its own process (clean state per method); returns wall seconds."""
+    """One train.py run in its own process (clean state per method); returns wall seconds.
+
+    A run that already finished with the same arguments is reused (its wall time is stored beside
+    it), so an interrupted table continues where it stopped; delete runs/table-* to start afresh.
+    """
     cmd = [sys.executable, os.path.join(ROOT, "train.py"), "--runs-dir", runs_dir, "--run-name", run_name,
            "--quiet"] + extra
+    done = os.path.join(runs_dir, run_name, "bench_done.json")
+    if os.path.exists(done):
+        rec = json.load(open(done))
+        if rec["cmd"] == cmd[1:]:
+            print("  (reused)", " ".join(cmd[1:]), flush=True)
+            return rec["wall_s"]
+    shutil.rmtree(os.path.join(runs_dir, run_name), ignore_errors=True)
     t0 = time.time()
     print("  $", " ".join(cmd[1:]), flush=True)
     r = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     if r.returncode != 0:
         raise SystemExit(f"run {run_name} failed:\n{r.stdout[-3000:]}")
-    return time.time() - t0
+    wall = time.time() - t0
+    json.dump({"cmd": cmd[1:], "wall_s": wall}, open(done, "w"))
+    return wall
 
 
 def _last_metrics(run_dir: str) -> dict:

@@ -74,6 +74,8 @@ KNOBS = [
     ("gen_batch", 4, 128, "sequences per generate() call (KV-cache memory knob; README)"),
     ("eval_questions", 500, 300, "held-out questions for the final table (paper: 500 held-out)"),
     ("eval_k", 1, 1, "samples per held-out question (paper: avg@8)"),
+    ("sdft_context", "user", "assistant", "SDFT teacher: demonstration in the user turn (SDFT paper) or as an "
+     "earlier correct answer + 'rephrase' in the assistant turn (the toy cannot read instructions)"),
     ("save_every", 25, 1, "checkpoint every N steps (atomic; toy: every step)"),
 ]
 
@@ -144,6 +146,8 @@ def resolve(args) -> argparse.Namespace:
         raise SystemExit(f"error: --kl must be one of {distill.KINDS}")
     if args.support not in distill.SUPPORTS:
         raise SystemExit(f"error: --support must be one of {distill.SUPPORTS}")
+    if args.sdft_context not in ("user", "assistant"):
+        raise SystemExit("error: --sdft-context must be user or assistant")
     if args.norm not in ("token_mean", "seq_sum"):
         raise SystemExit("error: --norm must be token_mean or seq_sum")
     if args.support == "sampled" and args.kl != "reverse":

@@ -75,6 +75,11 @@ def test_sdft_teacher_sees_demo_student_does_not(tiny):
     ids = baselines.sdft_teacher_prompt(tok, "What is 2+3?", "2+3=5 \\boxed{5}")
     text = tok.decode(ids)
     assert "\\boxed{5}" in text and "What is 2+3?" in text and text.endswith("assistant\n")
+    ids = baselines.sdft_teacher_prompt(tok, "What is 2+3?", "2+3=5 \\boxed{5}", context="assistant")
+    text = tok.decode(ids)
+    assert text.endswith("assistant\n2+3=5 \\boxed{5}\n\nLet me rephrase the above solution.\n\n")
+    with pytest.raises(ValueError):
+        baselines.sdft_teacher_prompt(tok, "q", "d", context="system")
 
 
 def _data(tmp_path, n=16):
