@@ -1,6 +1,6 @@
 """train.py — SD-Zero end to end: Phase 1 (SRT) then Phase 2 (on-policy self-distillation).
 
-    python train.py                                    # embedded toy world on a laptop CPU (~10 min)
+    python train.py                                    # embedded toy world on a laptop CPU (~8 min)
     python train.py --model Qwen/Qwen3-4B-Instruct-2507 --data openr1.jsonl --question-field problem
 
 Paper: Self-Distillation Zero, arXiv 2604.12002 (digest: shared/paper.md).
@@ -17,9 +17,11 @@ re-synchronised to the student (teacher := student; Fig. 5). 0 = frozen teacher 
 
 Binary reward → which phrase the teacher reads → a dense, per-token target. That is the whole trick.
 
-Defaults come from the paper (``PAPER``); where the paper is silent, from the official code (said in
-``--help``). With no ``--model`` the toy preset (``TOY``) replaces the knobs that only make sense for a
-4B model (a 0.8M-parameter model trained from scratch needs a far larger learning rate).
+Defaults (``KNOBS``) come from the paper; where the paper is silent, from the official code (each
+``--help`` line says which). With no ``--model`` the toy column of ``KNOBS`` replaces the values that
+only make sense for a 4B model (a 0.8M-parameter model trained from scratch needs a far larger
+learning rate). The baselines of paper Table 1 (``--method rft|grpo|sdft``, baselines.py) run
+through the same loops, checkpoints and generation accounting.
 """
 from __future__ import annotations
 
