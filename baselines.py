@@ -11,8 +11,11 @@ the same number of generated responses, SD-Zero beats
   weighs the same), no reference-KL term. One policy update per batch of fresh rollouts by default,
   so the ratio is 1 in value but its gradient is the policy gradient.
 * **SDFT** (self-distillation fine-tuning): on-policy self-distillation like Phase 2, but the
-  teacher is the *current* model conditioned on a correct demonstration instead of on the student's
-  own answer + P_r. Same divergence code as SD-Zero (distill.py).
+  teacher is the same model conditioned on a correct demonstration instead of on the student's
+  own answer + P_r. Same divergence code as SD-Zero (distill.py), and the same teacher handling:
+  a frozen copy of the starting weights, re-synchronised every --teacher-sync steps. (A live
+  teacher — the student itself — collapsed the toy student to empty 96-token rambles within 40
+  steps, the failure every self-distillation peer reports; anchors.md §0.6.)
 
 Budget accounting is shared with train.py: every generated response counts as one generation
 (paper App. C.2), and generated tokens are counted the same way for every method.
@@ -142,9 +145,9 @@ def sdft_teacher_prompt(tok, question: str, demo: str, task: str = "math", conte
     return tok(text, add_special_tokens=False)["input_ids"]
 
 
-def sdft_step(args, student, tok, items, phrases, device, demo_fn) -> dict:
-    """One SDFT step: student samples y | x; teacher = the same (current) weights reading
-    x + demonstration, scoring the same y; student minimises the same KL as SD-Zero."""
+def sdft_step(args, student, teacher, tok, items, phrases, demo_fn) -> dict:
+    """One SDFT step: student samples y | x; the teacher (a frozen copy of the same model) reads
+    x + demonstration and scores the same y; student minimises the same KL as SD-Zero."""
     xs = [prompt_ids(tok, it["question"], args.task) for it in items]
     rolls = rollout(student, tok, xs, n=args.rollouts_per_question, temperature=args.temperature,
                     top_p=args.top_p, top_k=0, max_new_tokens=args.max_new_tokens,
@@ -163,7 +166,7 @@ def sdft_step(args, student, tok, items, phrases, device, demo_fn) -> dict:
         st = scored_batch([r.prompt_ids for r in rolls[sl]], ys[sl], tok.pad_token_id)
         te = scored_batch(demo_x[sl], ys[sl], tok.pad_token_id)          # demo prompt + the same Y
         n = len(st["targets"])
-        out = distill.distill_pair(student, student, st, te, weights=weights[offset:offset + n],
+        out = distill.distill_pair(student, teacher, st, te, weights=weights[offset:offset + n],
                                    k=args.topk, kind=args.kl, mix=args.mix, support=args.support)
         offset += n
         loss_sum += float(out["loss"])

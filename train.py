@@ -495,8 +495,8 @@ def phase2(args, student, teacher, tok, n2, run_dir, log, ckpt, base_budget, ste
     """The on-policy loop: fresh questions each step -> step_fn (rollouts, reward, loss, backward)
     -> clip + optimizer step -> optional teacher sync -> metrics + atomic checkpoint.
 
-    step_fn(items) defaults to SD-Zero's distill_step; GRPO and SDFT (baselines.py) plug in here
-    with teacher=None, so every on-policy method shares the loop, the budget accounting and resume.
+    step_fn(items) defaults to SD-Zero's distill_step; GRPO (teacher=None) and SDFT (baselines.py)
+    plug in here, so every on-policy method shares the loop, teacher sync, accounting and resume.
     """
     phrases = Phrases(args.p_correct, args.p_wrong)
     eos = eos_ids(student, tok)
@@ -601,6 +601,7 @@ def run_baseline(args, model, tok, rows, run_dir, log, ckpt, budgets) -> str:
         budgets[label] = str(stats["generations"])
         return label
     device = next(model.parameters()).device
+    teacher = None
     if args.method == "grpo":
         per_step = args.batch_questions * args.grpo_n
 
@@ -609,16 +610,17 @@ def run_baseline(args, model, tok, rows, run_dir, log, ckpt, budgets) -> str:
     else:
         per_step = args.batch_questions * args.rollouts_per_question
         demo = demo_function(args)
+        teacher, _ = load_model(args.model, quiet=True)     # frozen copy, as SD-Zero's teacher
 
         def step_fn(items):
-            return baselines.sdft_step(args, model, tok, items, phrases, device, demo)
+            return baselines.sdft_step(args, model, teacher, tok, items, phrases, demo)
     args.steps = max(1, budget // per_step)
     log.say(f"[{label}] {args.steps} steps x {per_step} rollouts (budget {budget} generations)")
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
     else:
         seed_all(args.seed + 1)
-    phase2(args, model, None, tok, rows, run_dir, log, ckpt, (0, 0), step_fn, label)
+    phase2(args, model, teacher, tok, rows, run_dir, log, ckpt, (0, 0), step_fn, label)
     last = json.loads(open(log.path).read().splitlines()[-1])
     budgets[label] = str(last["generations"])
     return label
