@@ -76,6 +76,8 @@ KNOBS = [
     ("gen_batch", 4, 128, "sequences per generate() call (KV-cache memory knob; README)"),
     ("eval_questions", 500, 300, "held-out questions for the final table (paper: 500 held-out)"),
     ("eval_k", 1, 1, "samples per held-out question (paper: avg@8)"),
+    ("grpo_lr", 1e-6, 5e-5, "GRPO learning rate (paper silent; 1e-6 is DAPO's; toy: sweep in README)"),
+    ("grpo_batch_questions", 32, 8, "GRPO questions per update, x --grpo-n rollouts each (paper silent)"),
     ("sdft_context", "user", "assistant", "SDFT teacher: demonstration in the user turn (SDFT paper) or as an "
      "earlier correct answer + 'rephrase' in the assistant turn (the toy cannot read instructions)"),
     ("save_every", 25, 1, "checkpoint every N steps (atomic; toy: every step)"),
@@ -603,6 +605,9 @@ def run_baseline(args, model, tok, rows, run_dir, log, ckpt, budgets) -> str:
     device = next(model.parameters()).device
     teacher = None
     if args.method == "grpo":
+        # GRPO has its own step size and batch: the Phase-2 ones (3e-4, 32 questions x 4) left the
+        # toy flat and higher rates collapsed it (README "Baselines"); the budget is unchanged.
+        args.lr, args.batch_questions = args.grpo_lr, args.grpo_batch_questions
         per_step = args.batch_questions * args.grpo_n
 
         def step_fn(items):
