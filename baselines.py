@@ -25,8 +25,8 @@ from __future__ import annotations
 import torch
 
 import distill
-from generate import prompt_ids, rollout
-from revise import grade, phrase_ids, scored_batch
+from generate import prompt_ids, rollout, rollout_metrics
+from revise import distill_on_policy, grade, phrase_ids, scored_batch
 
 DAPO_CLIP = (0.2, 0.28)
 
@@ -108,10 +108,7 @@ def grpo_step(args, student, tok, items, phrases, device) -> dict:
             return (clipped_pg_loss(logp, logp.detach(), a[sl]) * w[sl]).sum()
 
         loss_sum += float(distill.chunked_head_backward(student, hidden, loss_fn))
-    return {"loss": loss_sum, "kl_per_token": None, "reward": sum(rewards) / max(len(rewards), 1),
-            "response_tokens": n_tok / max(len(rolls), 1),
-            "truncated": sum(not r.finished for r in rolls) / max(len(rolls), 1),
-            "new_generations": len(rolls), "new_tokens": n_tok}
+    return {"loss": loss_sum, "kl_per_token": None, **rollout_metrics(rolls, rewards)}
 
 
 # --------------------------------------------------------------------------------------------
@@ -155,25 +152,8 @@ def sdft_step(args, student, teacher, tok, items, phrases, demo_fn) -> dict:
     rewards = grade(args.task, [r.text for r in rolls], [items[r.index] for r in rolls], phrases)
     demo_x = [sdft_teacher_prompt(tok, items[r.index]["question"], demo_fn(items[r.index]), args.task,
                                   args.sdft_context, phrases) for r in rolls]
-    ys = [r.completion_ids for r in rolls]
-    seq_of_token = torch.tensor([b for b, y in enumerate(ys) for _ in y], dtype=torch.long)
-    weights = distill.token_weights(seq_of_token, len(ys), args.norm)
-    loss_sum, kls, offset = 0.0, [], 0
-    for s in range(0, len(ys), args.micro_batch):
-        sl = slice(s, s + args.micro_batch)
-        if not any(ys[sl]):
-            continue
-        st = scored_batch([r.prompt_ids for r in rolls[sl]], ys[sl], tok.pad_token_id)
-        te = scored_batch(demo_x[sl], ys[sl], tok.pad_token_id)          # demo prompt + the same Y
-        n = len(st["targets"])
-        out = distill.distill_pair(student, teacher, st, te, weights=weights[offset:offset + n],
-                                   k=args.topk, kind=args.kl, mix=args.mix, support=args.support)
-        offset += n
-        loss_sum += float(out["loss"])
-        kls.append(out["per_token_kl"].float().cpu())
-    kl = torch.cat(kls) if kls else torch.zeros(0)
-    return {"loss": loss_sum, "kl_per_token": float(kl.mean()) if len(kl) else 0.0,
-            "reward": sum(rewards) / max(len(rewards), 1),
-            "response_tokens": sum(r.num_tokens for r in rolls) / max(len(rolls), 1),
-            "truncated": sum(not r.finished for r in rolls) / max(len(rolls), 1),
-            "new_generations": len(rolls), "new_tokens": sum(r.num_tokens for r in rolls)}
+    out = distill_on_policy(student, teacher, [r.prompt_ids for r in rolls], demo_x,
+                            [r.completion_ids for r in rolls], tok.pad_token_id,
+                            micro_batch=args.micro_batch, norm=args.norm, k=args.topk, kind=args.kl,
+                            mix=args.mix, support=args.support)
+    return {**out, **rollout_metrics(rolls, rewards)}

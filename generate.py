@@ -267,6 +267,16 @@ def rollout(model, tokenizer, prompts: list[list[int]], *, n: int = 1, temperatu
     return out
 
 
+def rollout_metrics(rolls: list[Rollout], rewards: list[float]) -> dict:
+    """The per-step numbers every on-policy method logs, counted the same way (paper App. C.2:
+    one generated response = one generation)."""
+    n_tok = sum(r.num_tokens for r in rolls)
+    return {"reward": sum(rewards) / max(len(rewards), 1),
+            "response_tokens": n_tok / max(len(rolls), 1),
+            "truncated": sum(not r.finished for r in rolls) / max(len(rolls), 1),
+            "new_generations": len(rolls), "new_tokens": n_tok}
+
+
 def _progress(total: int, desc: str):
     from tqdm.auto import tqdm
     return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True)

@@ -135,6 +135,35 @@ def phase2_batch(xs, ys, ss, eos, pad_id) -> dict:
                                     ys, pad_id)}
 
 
+def distill_on_policy(student, teacher, student_contexts, teacher_contexts, ys, pad_id, *,
+                      micro_batch: int, norm: str = "token_mean", k: int = 64, kind: str = "reverse",
+                      mix: float = 0.5, support: str = "topk") -> dict:
+    """Eq. 4 over a batch of on-policy responses Y, micro-batch by micro-batch (gradients accumulate).
+
+    The student scores Y after its own context, the teacher scores the same Y after its context:
+    X + Y' + S(P_r) for SD-Zero's reviser, X + demonstration for SDFT. Token weights are computed
+    once over the whole batch, so the micro-batch gradients add up to the full-batch gradient.
+    Returns the summed loss and the mean per-token KL.
+    """
+    seq_of_token = torch.tensor([b for b, y in enumerate(ys) for _ in y], dtype=torch.long)
+    weights = distill.token_weights(seq_of_token, len(ys), norm)
+    loss_sum, kls, offset = 0.0, [], 0
+    for s in range(0, len(ys), micro_batch):
+        sl = slice(s, s + micro_batch)
+        if sum(len(y) for y in ys[sl]) == 0:
+            continue
+        st = scored_batch(student_contexts[sl], ys[sl], pad_id)
+        te = scored_batch(teacher_contexts[sl], ys[sl], pad_id)
+        n = len(st["targets"])
+        out = distill.distill_pair(student, teacher, st, te, weights=weights[offset:offset + n],
+                                   k=k, kind=kind, mix=mix, support=support)
+        offset += n
+        loss_sum += float(out["loss"])
+        kls.append(out["per_token_kl"].float().cpu())
+    kl = torch.cat(kls) if kls else torch.zeros(0)
+    return {"loss": loss_sum, "kl_per_token": float(kl.mean()) if len(kl) else 0.0}
+
+
 def fit_teacher_budget(x_len: int, y: list[int], s_len: int, max_teacher_tokens: int) -> list[int]:
     """The teacher reads |X| + 2|Y| + |S| tokens. When that exceeds the cap, truncate Y (for the
     student too) to ⌊(cap − |X| − |S|)/2⌋ tokens, as the official code does."""

@@ -40,9 +40,9 @@ import torch
 import data as data_mod
 import distill
 from evaluate import evaluate_model, fmt_pct
-from generate import ModelLoadError, eos_ids, load_model, prompt_ids, rollout
-from revise import (P_CORRECT, P_WRONG, Phrases, collect_revisions, fit_teacher_budget, grade,
-                    phase2_batch, phrase_ids, srt_backward, srt_example)
+from generate import ModelLoadError, eos_ids, load_model, prompt_ids, rollout, rollout_metrics
+from revise import (P_CORRECT, P_WRONG, Phrases, collect_revisions, distill_on_policy,
+                    fit_teacher_budget, grade, phrase_ids, reviser_prompt, srt_backward, srt_example)
 
 # (flag, paper default, toy default, help incl. source)
 KNOBS = [
@@ -466,30 +466,11 @@ def distill_step(args, student, teacher, tok, items, phrases, eos) -> dict:
     S = [s_ids[phrases.pick(rw)] for rw in rewards]
     Y = [fit_teacher_budget(len(x), r.completion_ids, len(s), args.max_teacher_tokens)
          for x, r, s in zip(X, rolls, S)]
-    n_tok = sum(len(y) for y in Y)
-    # Global per-token weights over the whole batch, so micro-batch gradients add up exactly.
-    seq_of_token = torch.tensor([b for b, y in enumerate(Y) for _ in y], dtype=torch.long)
-    weights = distill.token_weights(seq_of_token, len(Y), args.norm)
-    loss_sum, kls, offset = 0.0, [], 0
-    for s in range(0, len(Y), args.micro_batch):
-        sl = slice(s, s + args.micro_batch)
-        if sum(len(y) for y in Y[sl]) == 0:
-            continue
-        b = phase2_batch(X[sl], Y[sl], S[sl], eos, tok.pad_token_id)
-        n = len(b["student"]["targets"])
-        out = distill.distill_pair(student, teacher, b["student"], b["teacher"],
-                                   weights=weights[offset:offset + n], k=args.topk, kind=args.kl,
-                                   mix=args.mix, support=args.support)
-        offset += n
-        loss_sum += float(out["loss"])
-        kls.append(out["per_token_kl"].float().cpu())
-    kl = torch.cat(kls) if kls else torch.zeros(0)
-    return {"loss": loss_sum, "kl_per_token": float(kl.mean()) if len(kl) else 0.0,
-            "reward": sum(rewards) / max(len(rewards), 1),
-            "response_tokens": sum(r.num_tokens for r in rolls) / max(len(rolls), 1),
-            "truncated": sum(not r.finished for r in rolls) / max(len(rolls), 1),
-            "new_generations": len(rolls), "new_tokens": sum(r.num_tokens for r in rolls),
-            "scored_tokens": n_tok}
+    # The teacher reads X + Y' + S(P_r) and scores the same Y tokens the student sampled (eq. 4).
+    T = [reviser_prompt(x, y, s, eos) for x, y, s in zip(X, Y, S)]
+    out = distill_on_policy(student, teacher, X, T, Y, tok.pad_token_id, micro_batch=args.micro_batch,
+                            norm=args.norm, k=args.topk, kind=args.kl, mix=args.mix, support=args.support)
+    return {**out, **rollout_metrics(rolls, rewards), "scored_tokens": sum(len(y) for y in Y)}
 
 
 def phase2(args, student, teacher, tok, n2, run_dir, log, ckpt, base_budget, step_fn=None,
