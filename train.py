@@ -33,6 +33,7 @@ import random
 import shutil
 import sys
 import time
+import warnings
 
 import numpy as np
 import torch
@@ -317,7 +318,11 @@ def step_optimizer(model, opt, sched, clip: float) -> tuple[float, bool]:
     if ok:
         opt.step()
     opt.zero_grad(set_to_none=True)
-    sched.step()
+    with warnings.catch_warnings():
+        # The schedule follows the step counter, skipped steps included (their data is consumed
+        # too), so a skip before any update is intended; torch would warn about it.
+        warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step")
+        sched.step()
     return float(norm), ok
 
 
