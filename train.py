@@ -57,9 +57,10 @@ KNOBS = [
     ("srt_warmup", 0.05, 0.07, "SRT warm-up fraction (official code: 0.05)"),
     ("srt_weight_decay", 1e-4, 0.01, "SRT AdamW weight decay (official code: 1e-4)"),
     ("steps", 1000, 200, "Phase-2 optimizer steps (official code: max_num_steps=1000)"),
-    ("batch_questions", 128, 32, "Phase-2 questions per step (official code: 128)"),
+    ("batch_questions", 128, 32, "Phase-2 and SDFT questions per step (official code: 128); "
+     "GRPO: --grpo-batch-questions"),
     ("rollouts_per_question", 1, 1, "Phase-2 rollouts per question (paper Table 6: 1)"),
-    ("lr", 5e-6, 3e-4, "Phase-2 learning rate (paper: 5e-6)"),
+    ("lr", 5e-6, 3e-4, "Phase-2 and SDFT learning rate (paper: 5e-6); GRPO uses --grpo-lr"),
     ("warmup_steps", 20, 10, "Phase-2 linear warm-up from 0.1x then constant (official code: 20)"),
     ("weight_decay", 0.01, 0.0, "Phase-2 AdamW weight decay (official code: 0.01)"),
     ("temperature", 0.7, 0.7, "training-time sampling temperature (paper: 0.7; code: 1.0)"),

@@ -102,7 +102,8 @@ def test_each_method_runs_and_accounts_budget(method, tiny_dir, tmp_path, monkey
     args = ["--model", tiny_dir, "--data", _data(tmp_path), "--runs-dir", str(tmp_path / "runs"),
             "--quiet", "--threads", "1", "--max-new-tokens", "6", "--batch-questions", "4",
             "--micro-batch", "4", "--no-eval", "--method", method, "--budget", str(budget),
-            "--grpo-n", "2", "--grpo-batch-questions", "4", "--srt-steps", "2", "--srt-batch-size", "4", "--run-name", method]
+            "--grpo-n", "2", "--grpo-batch-questions", "4", "--srt-steps", "2", "--srt-batch-size", "4",
+            "--run-name", method]
     assert train.main(args) == 0
     recs = [json.loads(l) for l in open(tmp_path / "runs" / method / "metrics.jsonl")]
     assert recs and all(r["method"] == method for r in recs)
