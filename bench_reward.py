@@ -4,7 +4,8 @@ Measures on the project's own data:
   * math checks per second on a realistic mix (fixture golds x rollout-like responses: right, equivalent
     forms, near-misses, no box), in-process and through math_reward_batch's worker pool;
   * worst-case latency on the pathological set (power towers, 100 KB strings, deep nesting, ...);
-  * code runs per second and the sandbox's per-run overhead over a bare `python -I` start.
+  * code runs per second and the sandbox's per-run overhead over a bare `python -I` start, with the
+    read-only mount namespace (file-write containment) on and off, measured side by side.
 Targets (2-core CI machine): >= 200 typical math checks/s, every check <= 2 s, <= 50 ms overhead per code run.
 
     python bench_reward.py            # writes bench_results/reward.json and prints it
@@ -15,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -116,16 +118,50 @@ def bench_reward(args=None) -> dict:
     out["pathological_worst_item"] = worst_item
     out["pathological_batch_s"] = round(time.perf_counter() - t0, 3)
 
-    # ---- code: sandboxed trivial run vs a bare interpreter start
-    n, bare, boxed = 30, [], []
-    for _ in range(n):          # interleaved, so load from other processes hits both alike
-        bare += _time_each(lambda: subprocess.run([sys.executable, "-I", "-B", "-c", "print(input())"],
-                                                  input=b"1\n", capture_output=True), [()])
-        boxed += _time_each(lambda: reward.run_python("print(input())", stdin="1\n"), [()])
-    out["code_bare_python_ms"] = round(1000 * statistics.median(bare), 1)
-    out["code_sandboxed_run_ms"] = round(1000 * statistics.median(boxed), 1)
-    out["code_overhead_per_run_ms"] = round(1000 * (statistics.median(boxed) - statistics.median(bare)), 1)
-    out["code_serial_runs_per_s"] = round(n / sum(boxed), 1)
+    # ---- code: sandboxed trivial run vs a bare interpreter start, with the read-only mount namespace on
+    # and off (reward's private switch) in the same loop, so both overheads see the same machine load.
+    # CPU time of the children (unshare, launcher, program) is reported too: unlike wall time it barely
+    # moves when other processes share the cores.
+    def fs_run(mode):
+        def run():
+            reward._FS_CONTAINMENT = mode
+            try:
+                reward.run_python("print(input())", stdin="1\n")
+            finally:
+                reward._FS_CONTAINMENT = "auto"
+        return run
+
+    def child_cpu():
+        ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return ru.ru_utime + ru.ru_stime
+
+    reward.sandbox_protections()                       # probe outside the timed loop
+    kinds = {"bare": lambda: subprocess.run([sys.executable, "-I", "-B", "-c", "print(input())"],
+                                            input=b"1\n", capture_output=True),
+             "fs_off": fs_run("off"), "fs_on": fs_run("auto")}
+    n, wall, cpu = 30, {k: [] for k in kinds}, {k: [] for k in kinds}
+    load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    for _ in range(n):          # interleaved, so load from other processes hits all alike
+        for k, fn in kinds.items():
+            c0, t0 = child_cpu(), time.perf_counter()
+            fn()
+            wall[k].append(time.perf_counter() - t0)
+            cpu[k].append(child_cpu() - c0)
+    med = {k: 1000 * statistics.median(v) for k, v in wall.items()}
+    med_cpu = {k: 1000 * statistics.median(v) for k, v in cpu.items()}
+    out["code_bench_loadavg_1min"] = load_before and round(load_before, 2)
+    out["code_bare_python_ms"] = round(med["bare"], 1)
+    out["code_sandboxed_run_ms"] = round(med["fs_on"], 1)
+    out["code_sandboxed_run_without_fs_containment_ms"] = round(med["fs_off"], 1)
+    out["code_overhead_per_run_ms"] = round(med["fs_on"] - med["bare"], 1)
+    out["code_overhead_per_run_without_fs_containment_ms"] = round(med["fs_off"] - med["bare"], 1)
+    out["code_fs_containment_extra_ms"] = round(statistics.median(
+        [1000 * (a - b) for a, b in zip(wall["fs_on"], wall["fs_off"])]), 1)
+    out["code_run_ratio_fs_on_over_off"] = round(med["fs_on"] / med["fs_off"], 3)
+    out["code_cpu_ms"] = {k: round(v, 1) for k, v in med_cpu.items()}
+    out["code_cpu_overhead_per_run_ms"] = round(med_cpu["fs_on"] - med_cpu["bare"], 1)
+    out["code_cpu_overhead_per_run_without_fs_containment_ms"] = round(med_cpu["fs_off"] - med_cpu["bare"], 1)
+    out["code_serial_runs_per_s"] = round(n / sum(wall["fs_on"]), 1)
     fixtures = _load("code_fixtures.jsonl")
     responses = [r["solution"] for r in fixtures] + [r["wrong_solution"] for r in fixtures]
     tests = [r["tests"] for r in fixtures] * 2

@@ -221,7 +221,8 @@ def test_solution_cannot_read_tests_or_nonce():
 def test_sandbox_protections_report():
     p = sandbox_protections()
     for k in ("isolated_interpreter", "minimal_env", "fresh_temp_dir", "process_group_kill", "rlimits",
-              "network_namespace", "pid_namespace", "running_as_root"):
+              "network_namespace", "pid_namespace", "running_as_root", "read_only_filesystem",
+              "read_only_filesystem_how", "capabilities_dropped"):
         assert k in p
     assert set(p["rlimits"]) == {"AS", "CPU", "FSIZE", "NOFILE", "CORE"}
     assert not any(k.startswith("_") for k in p)
@@ -235,7 +236,8 @@ def test_batch_length_mismatch():
 def test_fallback_without_prlimit_or_namespaces(monkeypatch):
     """Machines without util-linux tools (macOS, minimal containers): rlimits via the Python launcher."""
     bare = {**reward._sandbox_setup(), "_prlimit": None, "_unshare": [], "network_namespace": False,
-            "pid_namespace": False, "rlimits_via": "python-launcher"}
+            "pid_namespace": False, "rlimits_via": "python-launcher", "_unshare_fs": [],
+            "read_only_filesystem": False, "capabilities_dropped": False}
     monkeypatch.setattr(reward, "_sandbox_setup", lambda: bare)
     r = run_python("import resource\nprint(resource.getrlimit(resource.RLIMIT_AS)[0], input())", stdin="ok")
     assert r["rc"] == 0 and r["stdout"].split() == [str(1024 << 20), "ok"]
