@@ -87,6 +87,7 @@ def grpo_step(args, student, tok, items, phrases, device) -> dict:
                     max_new_tokens=args.max_new_tokens, batch_size=args.gen_batch)
     rewards = grade(args.task, [r.text for r in rolls], [items[r.index] for r in rolls], phrases)
     adv = group_advantages(torch.tensor(rewards), n)
+    temp = args.temperature if args.temperature > 0 else 1.0
     n_tok = sum(r.num_tokens for r in rolls)
     loss_sum = 0.0
     for s in range(0, len(rolls), args.micro_batch):
@@ -103,7 +104,9 @@ def grpo_step(args, student, tok, items, phrases, device) -> dict:
                                      sb["rows"].to(device), sb["cols"].to(device))
 
         def loss_fn(logits, sl, targets=targets, a=a, w=w):
-            logp = torch.log_softmax(logits, -1).gather(-1, targets[sl, None]).squeeze(-1)
+            # The policy that sampled is softmax(logits / T): its log-probs, not the T = 1 ones,
+            # make this the policy gradient of the policy that generated the rollouts.
+            logp = torch.log_softmax(logits / temp, -1).gather(-1, targets[sl, None]).squeeze(-1)
             # On-policy: the rollouts came from these very weights, so old_logp = logp (detached).
             return (clipped_pg_loss(logp, logp.detach(), a[sl]) * w[sl]).sum()
 
@@ -155,5 +158,5 @@ def sdft_step(args, student, teacher, tok, items, phrases, demo_fn) -> dict:
     out = distill_on_policy(student, teacher, [r.prompt_ids for r in rolls], demo_x,
                             [r.completion_ids for r in rolls], tok.pad_token_id,
                             micro_batch=args.micro_batch, norm=args.norm, k=args.topk, kind=args.kl,
-                            mix=args.mix, support=args.support)
+                            mix=args.mix, support=args.support, temperature=args.temperature)
     return {**out, **rollout_metrics(rolls, rewards)}

@@ -143,7 +143,7 @@ def _target_logp(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 # --------------------------------------------------------------------------------------------
 @torch.no_grad()
 def topk_from_hidden(head, hidden_rows: torch.Tensor, targets: torch.Tensor, k: int = 64,
-                     chunk: int = 1024) -> dict:
+                     chunk: int = 1024, temperature: float = 1.0) -> dict:
     """Apply ``head`` to [N, H] rows chunk by chunk; keep the top-k logits + ids and log p(target).
 
     Only k numbers per position survive the chunk, so a frozen teacher's scoring costs O(N·k)
@@ -160,13 +160,13 @@ def topk_from_hidden(head, hidden_rows: torch.Tensor, targets: torch.Tensor, k: 
         logits = _upcast(head(hidden_rows[sl]))
         top = logits.topk(k, dim=-1)
         out["topk_logits"][sl], out["topk_ids"][sl] = top.values, top.indices
-        out["target_logp"][sl] = _target_logp(logits, targets[sl])
+        out["target_logp"][sl] = _target_logp(logits / temperature, targets[sl])
     return out
 
 
 @torch.no_grad()
 def teacher_targets(teacher, input_ids, attention_mask, rows, cols, targets, k: int = 64,
-                    chunk: int = 1024, keep_hidden: bool = False) -> dict:
+                    chunk: int = 1024, keep_hidden: bool = False, temperature: float = 1.0) -> dict:
     """The frozen teacher's view of the N scored tokens (stop-gradient side of eq. 4).
 
     Returns {"topk_logits": [N, k] fp32, "topk_ids": [N, k] long, "target_logp": [N] fp32 (full-
@@ -176,7 +176,7 @@ def teacher_targets(teacher, input_ids, attention_mask, rows, cols, targets, k: 
     support, which recomputes teacher logits per chunk from these rows instead of storing N×V.
     """
     hidden = gather_rows(final_hidden(teacher, input_ids, attention_mask), rows, cols)
-    out = topk_from_hidden(teacher, hidden, targets, k=k, chunk=chunk)
+    out = topk_from_hidden(teacher, hidden, targets, k=k, chunk=chunk, temperature=temperature)
     if keep_hidden:
         out["hidden"] = hidden
     return out
@@ -258,7 +258,7 @@ def _check_loss_args(kind, support, teacher, teacher_head):
 def distill_loss(student, input_ids, attention_mask, rows, cols, targets, teacher: dict, *,
                  weights: torch.Tensor, kind: str = "reverse", mix: float = 0.5,
                  support: str = "topk", teacher_head=None, chunk: int = 1024,
-                 backward: bool = True) -> dict:
+                 backward: bool = True, temperature: float = 1.0) -> dict:
     """Student side of eq. 4 at the N scored positions; runs backward itself when backward=True.
 
     input_ids/attention_mask are the student sequences X + Y; rows/cols/targets name the positions
@@ -274,7 +274,11 @@ def distill_loss(student, input_ids, attention_mask, rows, cols, targets, teache
                   y ~ p_s is the reverse KL. The loss is built so that its value is kl and its
                   gradient is stopgrad(kl)·∇log p_s(y), the on-policy (score-function) estimator
                   of ∇ reverse KL. Reverse only: samples y ~ p_s give no such estimator of the
-                  forward KL.
+                  forward KL. The estimator is unbiased only if y was sampled from the p_s it
+                  scores, so with sampling temperature T both sides use logits / T
+                  (``temperature``; the teacher's log p_t(y) must come from
+                  teacher_targets(..., temperature=T)). topk and full ignore it: they compare
+                  the two T = 1 distributions exactly, as the paper does.
     Gradients flow through the student only (the teacher tensors carry none) and accumulate into
     .grad: the caller zeroes them, clips and steps.
 
@@ -289,13 +293,15 @@ def distill_loss(student, input_ids, attention_mask, rows, cols, targets, teache
         hidden_rows = gather_rows(final_hidden(student, input_ids, attention_mask), rows, cols)
     return distill_loss_from_hidden(student, hidden_rows, targets, teacher, weights=weights,
                                     kind=kind, mix=mix, support=support,
-                                    teacher_head=teacher_head, chunk=chunk, backward=backward)
+                                    teacher_head=teacher_head, chunk=chunk, backward=backward,
+                                    temperature=temperature)
 
 
 def distill_loss_from_hidden(student, hidden_rows: torch.Tensor, targets: torch.Tensor,
                              teacher: dict, *, weights: torch.Tensor, kind: str = "reverse",
                              mix: float = 0.5, support: str = "topk", teacher_head=None,
-                             chunk: int = 1024, backward: bool = True) -> dict:
+                             chunk: int = 1024, backward: bool = True,
+                             temperature: float = 1.0) -> dict:
     """distill_loss from the student's [N, H] final hidden rows (student: the model or its head).
 
     distill_loss = final_hidden + gather_rows + this; bench_distill.py calls it with a bare head.
@@ -312,7 +318,7 @@ def distill_loss_from_hidden(student, hidden_rows: torch.Tensor, targets: torch.
     def loss_fn(logits: torch.Tensor, sl: slice) -> torch.Tensor:
         y = targets[sl]
         if support == "sampled":
-            s_lp = _target_logp(logits, y)
+            s_lp = _target_logp(logits / temperature, y)
             kl = s_lp.detach() - teacher["target_logp"][sl].to(dtype)
             # value kl, gradient kl·∇log p_s(y): the same gradient as the textbook surrogate
             # stopgrad(kl)·log p_s(y), but the logged number is a KL estimate, not a surrogate.
@@ -340,19 +346,21 @@ def distill_loss_from_hidden(student, hidden_rows: torch.Tensor, targets: torch.
 
 def distill_pair(student, teacher, s: dict, t: dict, *, weights: torch.Tensor, k: int = 64,
                  kind: str = "reverse", mix: float = 0.5, support: str = "topk",
-                 backward: bool = True) -> dict:
+                 backward: bool = True, temperature: float = 1.0) -> dict:
     """One micro-batch of eq. 4: the teacher reads its sequences, the student its own.
 
     ``s`` and ``t`` are revise.scored_batch dicts (ids, mask, rows, cols, targets) that enumerate
-    the same N target tokens in the same order; the teacher may be the student itself (SDFT).
+    the same N target tokens in the same order. ``temperature`` is the sampling temperature of
+    Y; only the "sampled" support uses it (see distill_loss).
     Returns distill_loss's dict plus the teacher's full-vocab ``teacher_target_logp``.
     """
+    t_temp = temperature if support == "sampled" else 1.0
     dev = next(student.parameters()).device
     s, t = ({key: v.to(dev) for key, v in b.items()} for b in (s, t))
     t_out = teacher_targets(teacher, t["ids"], t["mask"], t["rows"], t["cols"], t["targets"], k=k,
-                            keep_hidden=support == "full")
+                            keep_hidden=support == "full", temperature=t_temp)
     out = distill_loss(student, s["ids"], s["mask"], s["rows"], s["cols"], s["targets"], t_out,
                        weights=weights.to(dev), kind=kind, mix=mix, support=support,
-                       teacher_head=teacher, backward=backward)
+                       teacher_head=teacher, backward=backward, temperature=t_temp)
     out["teacher_target_logp"] = t_out["target_logp"]
     return out

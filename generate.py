@@ -166,6 +166,32 @@ def eos_ids(model, tokenizer) -> list[int]:
     return sorted(ids)
 
 
+def end_of_turn_id(tokenizer) -> int:
+    """The token the chat template closes an assistant turn with (Qwen3, SmolLM2: <|im_end|>).
+
+    Used wherever an answer's end has to be *written* rather than sampled (a cleaned revision that
+    was re-encoded). Any of ``eos_ids`` stops generation, but only this one is what the model
+    emits at the end of a turn: Qwen3's generation config lists <|endoftext|> first (sorted), and
+    teaching SRT to end with it would teach the wrong stop token. Found by rendering a two-turn
+    chat and taking the first special token after the assistant's text.
+    """
+    marker = "SDZERO_END_MARKER"
+    try:
+        text = tokenizer.apply_chat_template(
+            [{"role": "user", "content": "q"}, {"role": "assistant", "content": marker}], tokenize=False)
+    except Exception:                  # no template or a template that rejects this chat
+        text = ""
+    if marker in text:
+        tail = tokenizer(text[text.rindex(marker) + len(marker):], add_special_tokens=False)["input_ids"]
+        special = set(tokenizer.all_special_ids)
+        for i in tail:
+            if i in special:
+                return int(i)
+    if tokenizer.eos_token_id is None:
+        raise ModelLoadError("the tokenizer has no EOS token; cannot tell finished from truncated")
+    return int(tokenizer.eos_token_id)
+
+
 # --------------------------------------------------------------------------------------------
 # Rollouts
 # --------------------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ and then the teacher would be scoring a sequence the student never sampled.
 """
 from __future__ import annotations
 
+import random
 import re
 from dataclasses import dataclass
 
@@ -34,7 +35,7 @@ import torch
 
 import distill
 import reward
-from generate import Rollout, eos_ids, prompt_ids, rollout
+from generate import Rollout, end_of_turn_id, eos_ids, prompt_ids, rollout
 
 P_CORRECT = "Let me rephrase the above solution."                       # paper and code agree
 P_WRONG = "Wait, this response is not correct, let me start over."     # paper §2.1
@@ -137,7 +138,7 @@ def phase2_batch(xs, ys, ss, eos, pad_id) -> dict:
 
 def distill_on_policy(student, teacher, student_contexts, teacher_contexts, ys, pad_id, *,
                       micro_batch: int, norm: str = "token_mean", k: int = 64, kind: str = "reverse",
-                      mix: float = 0.5, support: str = "topk") -> dict:
+                      mix: float = 0.5, support: str = "topk", temperature: float = 1.0) -> dict:
     """Eq. 4 over a batch of on-policy responses Y, micro-batch by micro-batch (gradients accumulate).
 
     The student scores Y after its own context, the teacher scores the same Y after its context:
@@ -156,7 +157,7 @@ def distill_on_policy(student, teacher, student_contexts, teacher_contexts, ys, 
         te = scored_batch(teacher_contexts[sl], ys[sl], pad_id)
         n = len(st["targets"])
         out = distill.distill_pair(student, teacher, st, te, weights=weights[offset:offset + n],
-                                   k=k, kind=kind, mix=mix, support=support)
+                                   k=k, kind=kind, mix=mix, support=support, temperature=temperature)
         offset += n
         loss_sum += float(out["loss"])
         kls.append(out["per_token_kl"].float().cpu())
@@ -182,7 +183,8 @@ def grade(task: str, texts: list[str], items: list[dict], phrases: Phrases = Phr
         return reward.math_reward_batch(texts, [it["answer"] for it in items],
                                         control_phrases=(phrases.correct, phrases.wrong))
     if task == "code":
-        return reward.code_reward_batch(texts, [it["tests"] for it in items])
+        return reward.code_reward_batch(texts, [it["tests"] for it in items],
+                                        control_phrases=(phrases.correct, phrases.wrong))
     raise ValueError(f"unknown task {task!r}")
 
 
@@ -207,23 +209,29 @@ def trim_repeated_tail(text: str, min_len: int = 10, max_len: int = 1500, times:
     return text
 
 
-def clean_revision(rev: Rollout, tokenizer, eos: list[int]) -> list[int]:
+def clean_revision(rev: Rollout, tokenizer) -> list[int]:
     """Official cleaning of Y_rev: strip sycophantic openings, trim repeated tails. Untouched text
-    keeps its sampled ids; only a changed text is re-encoded (then it is SFT data, not on-policy)."""
+    keeps its sampled ids; only a changed text is re-encoded (then it is SFT data, not on-policy),
+    and it ends with the chat template's end-of-turn token, the one the model emits to stop (not
+    merely any EOS id: Qwen3's sorted EOS list starts with <|endoftext|>)."""
     text = rev.text
     new = trim_repeated_tail(SYCOPHANTIC.sub("", text, count=1))
     if new == text:
         return list(rev.completion_ids)
     ids = tokenizer(new, add_special_tokens=False)["input_ids"]
-    return ids + ([eos[0]] if rev.finished else [])
+    return ids + ([end_of_turn_id(tokenizer)] if rev.finished else [])
 
 
 def collect_revisions(model, tokenizer, items: list[dict], *, task: str = "math",
                       phrases: Phrases = Phrases(), n_init: int = 1, n_rev: int = 3,
                       revise_correct: bool = True, gen: dict | None = None,
+                      max_traces: int = 0, seed: int = 0,
                       progress: bool = False) -> tuple[list[dict], dict]:
     """Phase 1 data: y_init ~ π(·|x) → r → P_r → n_rev revisions ~ π(·|x, y_init, P_r) → keep the
     verified-correct ones (paper §2.1 steps 1–5). The reviser sees x, y_init and P_r — never the gold.
+
+    ``max_traces`` > 0 caps D_revision as the paper does (App. C.1: 6K traces kept). The paper does
+    not say how the 6K were chosen, so a uniformly random subset (from ``seed``) is kept, in order.
 
     ``items``: dicts with "question" and "answer"/"tests". Returns (rows, stats); each row holds
     ids (for SRT) and texts (for reading), and is JSON-serialisable.
@@ -245,14 +253,19 @@ def collect_revisions(model, tokenizer, items: list[dict], *, task: str = "math"
     r_rev = grade(task, [r.text for r in revs], [items[inits[todo[r.index][0]].index] for r in revs],
                   phrases)
 
-    rows, seen = [], set()
+    rows, seen, truncated = [], set(), 0
     kept = {"correct_init": 0, "wrong_init": 0}
     for rev, rr in zip(revs, r_rev):
         k, init = todo[rev.index]
         if rr < 0.5:
             continue                      # paper: keep only verified-correct revisions
+        if not rev.finished:
+            # Cut off by max_new_tokens but already holding a correct answer: as SRT data it would
+            # teach the model to run on instead of stopping, so it is dropped (and counted).
+            truncated += 1
+            continue
         item = items[init.index]
-        y_rev = clean_revision(rev, tokenizer, eos)
+        y_rev = clean_revision(rev, tokenizer)
         key = (item["question"], init.text, tokenizer.decode(y_rev, skip_special_tokens=True))
         if key in seen:
             continue                      # official code dedupes on (x, y_init, y_rev)
@@ -264,12 +277,18 @@ def collect_revisions(model, tokenizer, items: list[dict], *, task: str = "math"
                      "prompt_ids": xs[init.index], "y_init_ids": init.completion_ids,
                      "y_rev_ids": y_rev, "y_init_text": init.text,
                      "y_rev_text": tokenizer.decode(y_rev, skip_special_tokens=True)})
+    found = len(rows)
+    if max_traces and found > max_traces:
+        keep = sorted(random.Random(seed).sample(range(found), max_traces))
+        rows = [rows[i] for i in keep]
+        kept = {"correct_init": sum(r["reward_init"] >= 0.5 for r in rows)}
+        kept["wrong_init"] = len(rows) - kept["correct_init"]
     n_correct = sum(r >= 0.5 for r in r_init)
     stats = {"questions": len(items), "y_init": len(inits), "y_init_correct": int(n_correct),
              "y_init_wrong": len(inits) - int(n_correct), "revisions_sampled": len(revs),
              "revisions_correct": int(sum(r >= 0.5 for r in r_rev)),
              "kept_from_correct_init": kept["correct_init"], "kept_from_wrong_init": kept["wrong_init"],
-             "kept": len(rows), "generations": len(inits) + len(revs),
+             "dropped_truncated": truncated, "verified_unique": found, "kept": len(rows), "generations": len(inits) + len(revs),
              "generated_tokens": sum(r.num_tokens for r in inits) + sum(r.num_tokens for r in revs)}
     return rows, stats
 

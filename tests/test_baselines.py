@@ -121,8 +121,9 @@ def test_planned_budget_counts_phase1_and_phase2():
 
 def test_grpo_step_gradient_is_the_naive_policy_gradient(tiny, monkeypatch):
     """grpo_step (micro-batches, chunked head, clipped surrogate) must produce exactly the gradient
-    of the textbook on-policy loss −Σ_i A_i Σ_t log p(y_i,t) / (total tokens), computed here one
-    sequence at a time with a plain forward pass."""
+    of the textbook on-policy loss −Σ_i A_i Σ_t log p_T(y_i,t) / (total tokens), computed here one
+    sequence at a time with a plain forward pass, where p_T is the policy that sampled
+    (temperature T = 0.7, as in training)."""
     import types
     model, tok = tiny
     model.train()
@@ -153,7 +154,8 @@ def test_grpo_step_gradient_is_the_naive_policy_gradient(tiny, monkeypatch):
     loss = 0.0
     for r, a in zip(rolls, adv):
         ids = torch.tensor([r.prompt_ids + r.completion_ids])
-        logp = torch.log_softmax(model(ids).logits[0].float(), -1)
+        # The sampling policy is softmax(logits / T): its log-probs define the policy gradient.
+        logp = torch.log_softmax(model(ids).logits[0].float() / args.temperature, -1)
         P = len(r.prompt_ids)
         tok_logp = logp[P - 1:-1].gather(-1, torch.tensor(r.completion_ids)[:, None]).squeeze(-1)
         loss = loss - a * tok_logp.sum() / n_tok

@@ -409,3 +409,34 @@ def test_backward_false_gives_same_loss_and_no_grads(models):
         logp = ref_logits(models["student"], *S(b)[:2])[b["rows"], b["s_cols"]].log_softmax(-1)
     want = logp.gather(-1, b["targets"][:, None]).squeeze(-1)
     torch.testing.assert_close(no_bwd["student_target_logp"].double(), want, rtol=1e-5, atol=1e-5)
+
+
+def test_sampled_estimator_at_sampling_temperature(models):
+    """With y sampled at temperature T, the sampled support must score log p_s at T: then
+    E_{y~p_s^T}[∇ loss] = ∇ KL(p_s^T ‖ p_t^T), checked by enumerating every y. (Scoring at T = 1
+    while sampling at T was the GRPO / --support sampled defect.)"""
+    temp = 0.7
+    b = make_batch()
+    n, w = len(b["rows"]), token_weights(b["rows"], b["n_seqs"])
+    student, teacher = models["student64"], models["teacher64"]
+    with torch.no_grad():
+        t_logp = (ref_logits(teacher, *T(b)[:2])[b["rows"], b["t_cols"]] / temp).log_softmax(-1)
+    student.zero_grad(set_to_none=True)
+    s_logp = (ref_logits(student, *S(b)[:2])[b["rows"], b["s_cols"]] / temp).log_softmax(-1)
+    exact = (w.double() * (s_logp.exp() * (s_logp - t_logp)).sum(-1)).sum()   # textbook KL at T
+    exact.backward()
+    g_exact = grads(student)
+    p_sample = s_logp.detach().exp()
+    student.zero_grad(set_to_none=True)
+    expected_value = 0.0
+    for y in range(V):
+        ys = torch.full((n,), y, dtype=torch.long)
+        out = distill_loss(student, b["s_ids"], b["s_mask"], b["rows"], b["s_cols"], ys,
+                           {"target_logp": t_logp[:, y]}, weights=w * p_sample[:, y],
+                           support="sampled", temperature=temp)
+        expected_value += out["loss"].item()
+    assert math.isclose(expected_value, exact.item(), rel_tol=1e-10)
+    assert_grads_close(grads(student), g_exact, rtol=1e-6)
+    # and the teacher side: teacher_targets(temperature=T) gives the tempered log p_t(y)
+    tt = teacher_targets(teacher, *T(b), k=4, temperature=temp)
+    assert torch.allclose(tt["target_logp"], t_logp.gather(-1, b["targets"][:, None]).squeeze(-1))

@@ -66,3 +66,39 @@ def test_nonfinite_gradient_skips_the_step_and_repeated_ones_stop_the_run():
     with pytest.raises(SystemExit) as e:
         bad.update(False, "step 4")
     assert "consecutive non-finite" in str(e.value) and bad.total == 3
+
+
+def test_resume_keeps_fp32_moments_on_bf16_weights():
+    """torch's Optimizer.load_state_dict casts state to the parameter dtype; a bf16 run resumed
+    from a checkpoint must still hold fp32 m and v and continue exactly as if never stopped."""
+    def run(steps, opt_state=None, weights=None):
+        torch.manual_seed(1)
+        p = torch.nn.Parameter(torch.randn(64).to(torch.bfloat16))
+        if weights is not None:
+            p.data.copy_(weights)
+        opt = AdamW([p], lr=1e-3, weight_decay=0.01)
+        if opt_state is not None:
+            opt.load_state_dict(opt_state)
+        for s in range(steps):
+            torch.manual_seed(100 + s + (0 if opt_state is None else 3))
+            p.grad = torch.randn(64).to(torch.bfloat16) * 1e-3
+            opt.step()
+        return p, opt
+
+    straight, _ = run(5)
+    first, opt = run(3)
+    state = {k: v for k, v in opt.state_dict().items()}
+    saved = torch.load(_roundtrip(state), weights_only=False)
+    resumed, opt2 = run(2, opt_state=saved, weights=first.detach().clone())
+    st = opt2.state[opt2.param_groups[0]["params"][0]]
+    assert st["m"].dtype == torch.float32 and st["v"].dtype == torch.float32
+    assert st["step"] == 5
+    assert torch.equal(resumed.detach(), straight.detach())
+
+
+def _roundtrip(obj):
+    import io
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    buf.seek(0)
+    return buf

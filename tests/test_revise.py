@@ -125,3 +125,68 @@ def test_collection_keeps_only_verified_revisions_and_never_shows_gold(tiny, mon
     b_prompts = [p for p in rev_prompts if "3*4" in p]
     assert b_prompts and all(revise.P_WRONG in p and "\\boxed{99}" in p for p in b_prompts)
     assert not any("12" in p for p in b_prompts)
+
+
+def test_reencoded_revision_ends_with_the_templates_end_of_turn(tiny_dir):
+    """Qwen3's generation config lists two EOS ids and the sorted first one is <|endoftext|>; a
+    cleaned, re-encoded revision must end with <|im_end|>, the token that closes a turn."""
+    from generate import Rollout, end_of_turn_id, eos_ids, load_model
+    model, tok = load_model(tiny_dir, device="cpu", quiet=True)
+    im_end, endoftext = tok.convert_tokens_to_ids(["<|im_end|>", "<|endoftext|>"])
+    model.generation_config.eos_token_id = [im_end, endoftext]
+    assert eos_ids(model, tok)[0] == endoftext            # the trap: sorted, <|endoftext|> first
+    assert end_of_turn_id(tok) == im_end
+    text = "Good catch! 3*4=12 \\boxed{12}"                 # sycophantic opening: gets cleaned
+    ids = tok(text, add_special_tokens=False)["input_ids"] + [im_end]
+    cleaned = revise.clean_revision(Rollout(0, [1], ids, text, True), tok)
+    assert cleaned[-1] == im_end and tok.decode(cleaned[:-1]).startswith("3*4")
+
+
+def _scripted_collection(tok, monkeypatch, finished_rev=True, texts=None):
+    from generate import Rollout
+    calls = {"n": 0}
+
+    def fake_rollout(model_, tok_, prompts, *, n=1, **kw):
+        calls["n"] += 1
+        out = []
+        for i, p in enumerate(prompts):
+            for j in range(n):
+                init = calls["n"] % 2 == 1                # calls alternate: y_init, revisions
+                text = "\\boxed{99}" if init else (texts or ["\\boxed{3}"] * n)[j]
+                ids = tok(text, add_special_tokens=False)["input_ids"]
+                fin = init or finished_rev
+                out.append(Rollout(i, list(p), ids + ([tok.eos_token_id] if fin else []), text, fin))
+        return out
+    monkeypatch.setattr(revise, "rollout", fake_rollout)
+
+
+def test_truncated_revisions_are_not_kept_even_when_correct(tiny, monkeypatch):
+    model, tok = tiny
+    _scripted_collection(tok, monkeypatch, finished_rev=False)
+    rows, stats = revise.collect_revisions(model, tok, [{"question": "1+2?", "answer": "3"}], n_rev=2)
+    assert rows == [] and stats["revisions_correct"] == 2 and stats["dropped_truncated"] == 2
+
+
+def test_max_traces_caps_kept_revisions_deterministically(tiny, monkeypatch):
+    model, tok = tiny
+    items = [{"id": i, "question": f"{i}+2?", "answer": "3"} for i in range(6)]
+    _scripted_collection(tok, monkeypatch, texts=["\\boxed{3}", "\\boxed{3.0}"])
+    full, st_full = revise.collect_revisions(model, tok, items, n_rev=2)
+    a, st_a = revise.collect_revisions(model, tok, items, n_rev=2, max_traces=5, seed=1)
+    b, _ = revise.collect_revisions(model, tok, items, n_rev=2, max_traces=5, seed=1)
+    assert st_full["kept"] == 12 and st_a["verified_unique"] == 12 and st_a["kept"] == 5
+    assert a == b and all(r in full for r in a)
+    assert st_a["kept_from_wrong_init"] + st_a["kept_from_correct_init"] == 5
+
+
+def test_code_grading_uses_the_runs_own_phrases(monkeypatch):
+    """A custom --p-wrong must also mark where a code revision starts: only the code after it counts."""
+    seen = {}
+
+    def fake_batch(texts, tests, control_phrases=None, **kw):
+        seen["phrases"] = control_phrases
+        return [0.0] * len(texts)
+    monkeypatch.setattr(revise.reward, "code_reward_batch", fake_batch)
+    ph = Phrases("Say it again.", "No, redo.")
+    revise.grade("code", ["x"], [{"tests": {"stdio": [{"input": "", "output": ""}]}}], ph)
+    assert seen["phrases"] == ("Say it again.", "No, redo.")
