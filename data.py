@@ -39,6 +39,8 @@ def _check(row: dict, task: str, where: str, need_answer: bool = True) -> dict:
                 t = row["tests"] = json.loads(t)
             except json.JSONDecodeError:
                 raise DataError(f"{where}: tests field is a string but not JSON") from None
+        if isinstance(t, list):              # codeforces-cots' "examples": a bare list of stdio cases
+            t = row["tests"] = {"stdio": t}
         ok = isinstance(t, dict) and (
             (isinstance(t.get("stdio"), list) and t["stdio"] and all(
                 isinstance(c, dict) and "input" in c and "output" in c for c in t["stdio"]))
@@ -134,3 +136,72 @@ def split_phases(rows: list[dict], n_phase1: int, seed: int = 0) -> tuple[list[d
     k = int(round(n_phase1 * len(rows))) if 0 < n_phase1 < 1 else int(n_phase1)
     k = max(0, min(k, len(rows)))
     return [rows[i] for i in order[:k]], [rows[i] for i in order[k:]]
+
+
+# --------------------------------------------------------------------------------------------
+# The paper's data (used when train.py gets --model but no --data)
+# --------------------------------------------------------------------------------------------
+PAPER_MATH = "open-r1/OpenR1-Math-220k"     # paper §5: 15K verified problems, fields problem/answer
+PAPER_CODE = "open-r1/codeforces-cots"      # paper §5: 7.5K C++ + 7.5K Python from its solutions subset
+PAPER_TRAIN, PAPER_HELDOUT = 15_000, 500    # 15K training questions per domain; 500 held out (in-distribution)
+NO_PROOFS = {"", "proof", "notfound", "none"}
+
+
+def _fix_hint(name: str) -> str:
+    return (f"either make it loadable (`pip install datasets`, and network access to the Hugging Face "
+            f"Hub or a local copy: `huggingface-cli download --repo-type dataset {name}`), or pass "
+            "--data file.jsonl with question/answer fields (and --test-data for the held-out table)")
+
+
+def paper_math(seed: int, n_train: int = PAPER_TRAIN, n_test: int = PAPER_HELDOUT,
+               limit: int | None = None) -> tuple[list[dict], list[dict]]:
+    """The paper's math setting: OpenR1-Math-220k problems with a verified solution, 15K for
+    training and 500 held out, drawn by ``seed`` (the same seed gives the same questions).
+
+    "Verified" follows the dataset's own columns: a final answer that is not a proof, and at least
+    one of the dataset's generations accepted by math-verify (``correctness_math_verify``). The paper
+    says only "15K problems with verified solutions"; which 15K is not published, so ours are a
+    seeded uniform sample of those that qualify. Every failure is one line that says what to do.
+    """
+    try:
+        import datasets
+    except ImportError:
+        raise DataError(f"the paper's math data ({PAPER_MATH}) is read with the `datasets` package, "
+                        f"which is not installed: {_fix_hint(PAPER_MATH)}") from None
+    try:
+        ds = datasets.load_dataset(PAPER_MATH, "default", split="train")
+    except Exception as e:  # offline, no such cache, hub errors: many types, one readable line
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DataError(f"could not load {PAPER_MATH} (no network access?): {first}. "
+                        f"{_fix_hint(PAPER_MATH)}") from None
+    wanted = ("uuid", "problem", "answer", "solution", "correctness_math_verify")
+    cols = [c for c in wanted if c in (getattr(ds, "column_names", None) or wanted)]
+    if hasattr(ds, "select_columns"):
+        ds = ds.select_columns(cols)     # the generations columns are large and not needed
+    rows = []
+    for i, r in enumerate(ds):
+        answer = str(r.get("answer") or "").strip()
+        if answer.lower() in NO_PROOFS or not str(r.get("problem") or "").strip():
+            continue
+        if not any(bool(v) for v in (r.get("correctness_math_verify") or [])):
+            continue
+        rows.append({"id": r.get("uuid") or f"{PAPER_MATH}:{i}", "question": r["problem"],
+                     "answer": answer, "solution": r.get("solution") or ""})
+    if len(rows) < n_train + n_test:
+        raise DataError(f"{PAPER_MATH}: only {len(rows)} verified problems, fewer than the "
+                        f"{n_train} + {n_test} the paper's split needs")
+    order = list(range(len(rows)))
+    random.Random(seed).shuffle(order)
+    test = [rows[i] for i in order[:n_test]]
+    train = [rows[i] for i in order[n_test:n_test + n_train]]
+    return (train[:limit] if limit else train), test
+
+
+def paper_code_hint() -> str:
+    """--task code without --data: what the paper used and how to bring it in."""
+    return (f"--task code needs --data: the paper trained on {PAPER_CODE} (7.5K problems from its C++ "
+            "'solutions' subset + 7.5K from 'solutions_py') and held out 500 Codeforces problems. "
+            "Export those rows to JSONL and map the fields: the statement is 'prompt' "
+            "(--question-field prompt) and the tests are 'examples', a list of {input, output} "
+            "(--tests-field examples; a list is read as stdio tests), e.g. "
+            "--data cf.jsonl --test-data cf_heldout.jsonl --question-field prompt --tests-field examples")

@@ -119,6 +119,17 @@ def evaluate_model(model, tok, items, *, task="math", k=1, phrases=Phrases(), ge
     return out
 
 
+def json_safe(obj):
+    """NaN / inf (e.g. a correction rate with no wrong answers) -> null: bare NaN is not JSON."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj
+
+
 def fmt_pct(x: float) -> str:
     return "  n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:5.1f}"
 
@@ -234,6 +245,11 @@ def load_items(args) -> list[dict]:
         args.data = toy.build_toy(args.toy_root, quiet=args.quiet)["test"]
     if args.data == "humaneval":
         return load_humaneval()
+    if args.data is None:
+        if not args.paper_protocol:
+            raise data_mod.DataError("--data is required (or --paper-protocol for the paper's held-out set)")
+        test = data_mod.paper_math(args.seed_split)[1]          # the same 500 train.py held out
+        return test[:args.limit] if args.limit else test
     fields = {"question": args.question_field, "answer": args.answer_field, "tests": args.tests_field}
     return data_mod.load(args.data, args.task, fields, split=args.split, limit=args.limit)
 
@@ -261,7 +277,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description="SD-Zero measurements on any checkpoint (paper §6).")
     p.add_argument("--model", action="append", required=True,
                    help="HF id or folder; repeat to compare models side by side on the same questions")
-    p.add_argument("--data", required=True, help="JSONL, HF dataset id, 'toy' or 'humaneval'")
+    p.add_argument("--data", default=None,
+                   help="JSONL, HF dataset id, 'toy' or 'humaneval' (required unless --paper-protocol)")
     p.add_argument("--task", choices=["math", "code"], default=None, help="default: math (code for humaneval)")
     p.add_argument("--question-field", default="question")
     p.add_argument("--answer-field", default="answer")
@@ -285,10 +302,17 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="eval.json")
     p.add_argument("--html", default="selfloc.html")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed-split", type=int, default=42, help="train.py's --seed, for the paper's held-out set")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--toy-root", default="runs/toy")
     p.add_argument("--quiet", action="store_true")
+    p.add_argument("--paper-protocol", action="store_true",
+                   help="the paper's evaluation: avg@8 / pass@8, 32,768 new tokens, temperature 0.7, "
+                        "top-p 1.0 (the paper gives no eval temperature; 0.7 is its sampling one); "
+                        "without --data, its 500 held-out OpenR1-Math questions (train.py's split)")
     args = p.parse_args(argv)
+    if args.paper_protocol:
+        args.k, args.max_new_tokens, args.temperature, args.top_p = 8, 32768, 0.7, 1.0
     args.task = args.task or ("code" if args.data == "humaneval" else "math")
     torch.set_num_threads(args.threads or min(2, os.cpu_count() or 1))
     if args.max_new_tokens is None:
@@ -330,7 +354,7 @@ def main(argv=None) -> int:
         report["models"][label] = ev
         del model
     with open(args.out, "w") as f:
-        json.dump(report, f, indent=1)
+        json.dump(json_safe(report), f, indent=1, allow_nan=False)
     print(render(report, args.k))
     print(f"\nwrote {args.out}" + (" and the self-localisation HTML" if args.selfloc else ""))
     return 0

@@ -40,14 +40,17 @@ import torch
 
 import data as data_mod
 import distill
-from evaluate import evaluate_model, fmt_pct
+from evaluate import evaluate_model, fmt_pct, json_safe
 from generate import ModelLoadError, eos_ids, load_model, prompt_ids, rollout, rollout_metrics
 from revise import (P_CORRECT, P_WRONG, Phrases, collect_revisions, distill_on_policy,
                     fit_teacher_budget, grade, phrase_ids, reviser_prompt, srt_backward, srt_example)
 
 # (flag, paper default, toy default, help incl. source)
 KNOBS = [
-    ("phase1_questions", 10000, 700, "questions in N1 for Phase 1 (paper App. C.1: 10K); <1 = fraction"),
+    ("phase1_questions", 6000, 700, "questions in N1 for Phase 1; the rest are N2 (paper Table 13's best "
+     "split of 15K: 6K/9K; App. C.1 collects on 10K, see README); <1 = fraction"),
+    ("max_traces", 6000, 0, "keep at most this many verified revisions for SRT, a seeded random subset "
+     "(paper App. C.1: 6K); 0 = all"),
     ("n_init", 1, 1, "initial responses per Phase-1 question (paper App. C.1; code script: 3)"),
     ("n_rev", 3, 3, "revisions per initial response (paper App. C.1; code: 3)"),
     ("srt_epochs", 3, 1, "SRT epochs (paper silent; official code: 3 per stage)"),
@@ -56,7 +59,10 @@ KNOBS = [
     ("srt_batch_size", 8, 32, "SRT examples per optimizer step (paper silent)"),
     ("srt_warmup", 0.05, 0.07, "SRT warm-up fraction (official code: 0.05)"),
     ("srt_weight_decay", 1e-4, 0.01, "SRT AdamW weight decay (official code: 1e-4)"),
-    ("steps", 1000, 200, "Phase-2 optimizer steps (official code: max_num_steps=1000)"),
+    ("steps", 0, 200, "Phase-2 optimizer steps; 0 = --phase2-epochs passes over N2 (official code: "
+     "max_num_steps=1000, max_num_epochs=5)"),
+    ("phase2_epochs", 1.0, 1.0, "with --steps 0: passes over N2, rounded up to whole steps (paper "
+     "App. C.2 counts 9K Phase-2 generations: one pass, 1 rollout per question)"),
     ("batch_questions", 128, 32, "Phase-2 and SDFT questions per step (official code: 128); "
      "GRPO: --grpo-batch-questions"),
     ("rollouts_per_question", 1, 1, "Phase-2 rollouts per question (paper Table 6: 1)"),
@@ -119,6 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "(stage 1: L_gen on wrong-init tuples, stage 2: L_rev)")
     p.add_argument("--revise-correct", type=int, choices=[0, 1], default=1,
                    help="also revise correct y_init with the 'rephrase' phrase (paper: 1; official code: 0)")
+    p.add_argument("--revisions", default=None,
+                   help="SRT on this Phase-1 revisions JSONL (revisions.jsonl of an earlier run) instead "
+                        "of collecting; counts as 0 generations")
     p.add_argument("--p-correct", default=P_CORRECT, help="P_r for r=1 (paper and code)")
     p.add_argument("--p-wrong", default=P_WRONG,
                    help="P_r for r=0 (paper; official Qwen code: 'Wait, this response is wrong. Let me correct it.')")
@@ -267,6 +276,24 @@ class AdamW(torch.optim.Optimizer):
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
         super().__init__(params, {"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay})
 
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Restore, keeping the moments in fp32.
+
+        torch's Optimizer.load_state_dict casts every floating-point state tensor to its parameter's
+        dtype. For bf16 weights that would turn m and v into bf16 on --resume: the run would not
+        continue exactly, and v (≈ g², updated by 0.001·g² per step) would stop decaying in bf16.
+        So the saved fp32 moments are put back after torch's load, matched by position.
+        """
+        super().load_state_dict(state_dict)
+        saved = state_dict["state"]
+        ids = [i for g in state_dict["param_groups"] for i in g["params"]]
+        params = [p for g in self.param_groups for p in g["params"]]
+        for i, p in zip(ids, params):
+            for key in ("m", "v"):
+                if key in saved.get(i, {}):
+                    self.state[p][key] = saved[i][key].to(device=p.device, dtype=torch.float32,
+                                                          copy=True)
+
     @torch.no_grad()
     def step(self, closure=None):
         for group in self.param_groups:
@@ -353,14 +380,24 @@ def phase1(args, model, tok, n1, run_dir, log, ckpt) -> None:
     phrases = Phrases(args.p_correct, args.p_wrong)
     rev_path = os.path.join(run_dir, "revisions.jsonl")
     stats_path = os.path.join(run_dir, "phase1_stats.json")
-    if ckpt is None or not os.path.exists(rev_path):
+    if args.revisions and (ckpt is None or not os.path.exists(rev_path)):
+        try:
+            given = [json.loads(l) for l in open(args.revisions) if l.strip()]
+        except (OSError, json.JSONDecodeError) as e:
+            raise SystemExit(f"error: --revisions {args.revisions}: {e}") from None
+        write_jsonl_atomic(rev_path, given)
+        json.dump({"source": args.revisions, "kept": len(given), "generations": 0, "generated_tokens": 0},
+                  open(stats_path, "w"), indent=1)
+        log.say(f"[phase 1] {len(given)} revisions from {args.revisions} (no collection)")
+    elif ckpt is None or not os.path.exists(rev_path):
         t0 = time.time()
         log.say(f"[phase 1] collecting self-revisions on {len(n1)} questions "
                 f"({args.n_init} y_init + {args.n_rev} revisions each)")
         rows, stats = collect_revisions(model, tok, n1, task=args.task, phrases=phrases,
                                         n_init=args.n_init, n_rev=args.n_rev,
                                         revise_correct=bool(args.revise_correct),
-                                        gen=gen_kwargs(args), progress=not args.quiet)
+                                        gen=gen_kwargs(args), max_traces=args.max_traces, seed=args.seed,
+                                        progress=not args.quiet)
         stats["seconds"] = round(time.time() - t0, 1)
         write_jsonl_atomic(rev_path, rows)
         json.dump(stats, open(stats_path, "w"), indent=1)
@@ -375,6 +412,9 @@ def phase1(args, model, tok, n1, run_dir, log, ckpt) -> None:
         raise SystemExit("error: Phase 1 kept no verified revision, so SRT has nothing to learn. "
                          "Use more Phase-1 questions, more revisions (--n-rev), or a stronger model.")
     eos = eos_ids(model, tok)
+    if any(r["phrase"] not in (phrases.correct, phrases.wrong) for r in rows):
+        raise SystemExit("error: the Phase-1 revisions use other control phrases than --p-correct/--p-wrong; "
+                         "Phase 2's teacher must read the phrases SRT was trained on")
     examples = [srt_example(r["prompt_ids"], r["y_init_ids"], phrase_ids(tok, r["phrase"]),
                             r["y_rev_ids"], eos) | {"wrong_init": r["reward_init"] < 0.5} for r in rows]
     stages = [("joint", examples)] if args.srt_loss == "joint" else \
@@ -475,7 +515,8 @@ def distill_step(args, student, teacher, tok, items, phrases, eos) -> dict:
     # The teacher reads X + Y' + S(P_r) and scores the same Y tokens the student sampled (eq. 4).
     T = [reviser_prompt(x, y, s, eos) for x, y, s in zip(X, Y, S)]
     out = distill_on_policy(student, teacher, X, T, Y, tok.pad_token_id, micro_batch=args.micro_batch,
-                            norm=args.norm, k=args.topk, kind=args.kl, mix=args.mix, support=args.support)
+                            norm=args.norm, k=args.topk, kind=args.kl, mix=args.mix, support=args.support,
+                            temperature=args.temperature)
     return {**out, **rollout_metrics(rolls, rewards), "scored_tokens": sum(len(y) for y in Y)}
 
 
@@ -555,10 +596,29 @@ def phase2(args, student, teacher, tok, n2, run_dir, log, ckpt, base_budget, ste
 # --------------------------------------------------------------------------------------------
 # Baselines (paper Table 1) — same loops, same accounting
 # --------------------------------------------------------------------------------------------
+def phase2_steps(args, n2: int) -> int:
+    """Phase-2 optimizer steps: --steps, or --phase2-epochs passes over N2 rounded up to whole steps.
+
+    Paper scale: 9,000 questions x 1 pass / 128 per step = 70.3 -> 71 steps = 9,088 generations
+    (App. C.2 counts 9K; the last step's 88 questions start the next reshuffled pass).
+    """
+    return args.steps or max(1, math.ceil(args.phase2_epochs * n2 / args.batch_questions))
+
+
 def planned_budget(args, n_train: int) -> int:
-    """Generations SD-Zero would use with these settings (paper App. C.2: a response = one)."""
-    n1 = len(data_mod.split_phases(list(range(n_train)), args.phase1_questions, args.seed)[0])
-    return n1 * args.n_init * (1 + args.n_rev) + args.steps * args.batch_questions * args.rollouts_per_question
+    """Generations SD-Zero would use with these settings (paper App. C.2: a response = one).
+
+    Phase 1: |N1| x n_init initial answers, each revised n_rev times; Phase 2: steps x questions x
+    rollouts. With --revise-correct 0 only the wrong initial answers are revised, a number no one
+    knows before sampling, so the baselines then need --budget (read it off the SD-Zero run).
+    """
+    if not args.revise_correct:
+        raise SystemExit("error: with --revise-correct 0 SD-Zero's Phase-1 generations depend on how many "
+                         "initial answers are wrong; pass the baseline --budget N (the last 'generations' "
+                         "in the SD-Zero run's metrics.jsonl)")
+    n1, n2 = (len(p) for p in data_mod.split_phases(list(range(n_train)), args.phase1_questions, args.seed))
+    return (n1 * args.n_init * (1 + args.n_rev)
+            + phase2_steps(args, n2) * args.batch_questions * args.rollouts_per_question)
 
 
 def run_baseline(args, model, tok, rows, run_dir, log, ckpt, budgets) -> str:
@@ -650,10 +710,15 @@ def load_data(args):
         args.model = built["model"]
         args.data = args.data or built["train"]
         args.test_data = args.test_data or built["test"]
-    if args.data is None:
-        raise SystemExit("error: --data is required with --model (JSONL file or HF dataset id)")
-    train_rows = data_mod.load(args.data, args.task, fields, split=args.split, limit=args.limit)
-    test_rows = data_mod.load(args.test_data, args.task, fields, split="test") if args.test_data else []
+    test_rows = []
+    if args.data is None:                  # the paper's setting: its data, its 15K / 500 split
+        if args.task == "code":
+            raise data_mod.DataError(data_mod.paper_code_hint())
+        train_rows, test_rows = data_mod.paper_math(args.seed, limit=args.limit)
+    else:
+        train_rows = data_mod.load(args.data, args.task, fields, split=args.split, limit=args.limit)
+    if args.test_data:
+        test_rows = data_mod.load(args.test_data, args.task, fields, split="test")
     return train_rows, test_rows
 
 
@@ -684,11 +749,18 @@ def main(argv=None) -> int:
         if os.path.exists(ckpt_path) or os.path.exists(os.path.join(run_dir, "final")):
             raise SystemExit(f"error: {run_dir} already holds a run; add --resume to continue it, "
                              "or pick another --run-name")
-    os.makedirs(run_dir, exist_ok=True)
+    # Data and model first: a run that cannot start stops with one line and writes nothing.
     try:
         train_rows, test_rows = load_data(args)
     except data_mod.DataError as e:
         raise SystemExit(f"error: {e}") from None
+    cuda = torch.cuda.is_available()
+    grad_ckpt = cuda and not args.no_grad_ckpt
+    try:
+        model, tok = load_model(args.model, gradient_checkpointing=grad_ckpt, quiet=args.quiet)
+    except ModelLoadError as e:
+        raise SystemExit(f"error: {e}") from None
+    os.makedirs(run_dir, exist_ok=True)
     json.dump(vars(args), open(os.path.join(run_dir, "config.json"), "w"), indent=1, default=str)
     log = Log(run_dir, args.quiet)
     ckpt = None
@@ -701,18 +773,14 @@ def main(argv=None) -> int:
     elif os.path.exists(log.path):
         os.remove(log.path)
 
-    cuda = torch.cuda.is_available()
-    grad_ckpt = cuda and not args.no_grad_ckpt
-    try:
-        model, tok = load_model(args.model, gradient_checkpointing=grad_ckpt, quiet=args.quiet)
-    except ModelLoadError as e:
-        raise SystemExit(f"error: {e}") from None
     n1, n2 = data_mod.split_phases(train_rows, args.phase1_questions if args.phase != "distill" else 0,
                                    seed=args.seed)
     if args.phase == "srt":
         n2 = []
     if args.method == "sdzero" and args.phase in ("all", "distill") and not n2:
         raise SystemExit("error: no questions left for Phase 2; lower --phase1-questions")
+    if args.method == "sdzero":
+        args.steps = phase2_steps(args, len(n2))
     where = (f"N1 {len(n1)} (Phase 1), N2 {len(n2)} (Phase 2)" if args.method == "sdzero" else
              f"all for {args.method.upper()}")
     log.say(f"run {run_dir}: model {args.model}, {len(train_rows)} training questions -> {where}; "
@@ -732,7 +800,7 @@ def main(argv=None) -> int:
             seed_all(args.seed + 7)           # every model sees the same sampling seed
             cached[name] = evaluate_model(m, tok, eval_items, task=args.task, k=args.eval_k,
                                           phrases=phrases, gen=gen_kwargs(args), progress=not args.quiet)
-            json.dump(cached, open(evals_path, "w"), indent=1)
+            json.dump(json_safe(cached), open(evals_path, "w"), indent=1, allow_nan=False)
         evals.append((name, cached[name]))
         ev = cached[name]
         log.say(f"[eval] {name}: avg@{args.eval_k} {fmt_pct(ev[f'avg@{args.eval_k}'])}%  "
@@ -784,9 +852,12 @@ def main(argv=None) -> int:
 
     if evals:
         md = table(evals, budgets)
+        note = (f"{len(eval_items)} held-out questions, avg@{args.eval_k} at T={args.temperature}, "
+                f"at most {args.max_new_tokens} new tokens (the paper: avg@8, 32K tokens; "
+                "`python evaluate.py --paper-protocol` measures that)")
         with open(os.path.join(run_dir, "table.md"), "w") as f:
-            f.write(md + "\n")
-        log.say("\nHeld-out results (" + f"{len(eval_items)} questions, T={args.temperature}):\n" + md)
+            f.write(note + "\n\n" + md + "\n")
+        log.say("\nHeld-out results (" + note + "):\n" + md)
     log.say(f"\ntotal wall time {time.time() - t_start:.0f}s; outputs in {run_dir}/")
     return 0
 
