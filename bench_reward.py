@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 
 import reward  # noqa: E402
+from verifier import answer, sandbox  # noqa: E402
 
 PATHOLOGICAL = ["9^{9^{9^9}}", "10^{10^{10}}", "2^{2^{2^{2^{2^{2}}}}}", "e^{e^{e^{e^{e}}}}", "\\exp(\\exp(\\exp(10)))",
                 "99999999!", "\\sqrt{2^{50000}+1}", "\\binom{10^{9}}{3}", "\\sin(10^{10^{5}})", "x" * 100_000,
@@ -80,7 +81,7 @@ def bench_reward(args=None) -> dict:
 
     # ---- math, in-process (cold parse cache, as at the start of a run; golds then repeat as in training)
     pairs = _math_mix()
-    reward._analyse.cache_clear()
+    answer._analyse.cache_clear()
     lat = _time_each(reward.math_reward, pairs)
     out["math_mix_size"] = len(pairs)
     out["math_inprocess_checks_per_s"] = round(len(pairs) / sum(lat), 1)
@@ -104,7 +105,7 @@ def bench_reward(args=None) -> dict:
     worst, worst_item = 0.0, None
     for p in PATHOLOGICAL:
         for call in ((p, "1"), ("1", p), (p, p), ("x+1", p)):
-            reward._analyse.cache_clear()
+            answer._analyse.cache_clear()
             t0 = time.perf_counter()
             r = reward.math_equal(*call)
             dt = time.perf_counter() - t0
@@ -120,16 +121,16 @@ def bench_reward(args=None) -> dict:
     out["pathological_batch_s"] = round(time.perf_counter() - t0, 3)
 
     # ---- code: sandboxed trivial run vs a bare interpreter start, with the read-only mount namespace on
-    # and off (reward's private switch) in the same loop, so both overheads see the same machine load.
+    # and off (verifier.sandbox's private switch) in the same loop, so both overheads see the same machine load.
     # CPU time of the children (unshare, launcher, program) is reported too: on a shared, busy machine it
     # moves far less than wall time, which also counts the time spent waiting for a core.
     def fs_run(mode):
         def run():
-            reward._FS_CONTAINMENT = mode
+            sandbox._FS_CONTAINMENT = mode
             try:
                 reward.run_python("print(input())", stdin="1\n")
             finally:
-                reward._FS_CONTAINMENT = "auto"
+                sandbox._FS_CONTAINMENT = "auto"
         return run
 
     def child_cpu():

@@ -10,8 +10,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import reward  # noqa: E402
 from reward import math_reward, math_reward_batch  # noqa: E402
+from verifier.pool import _pool_map  # noqa: E402
 
 PAIRS = [("\\boxed{\\frac{1}{2}}", "0.5"), ("\\boxed{3}", "4"), ("\\boxed{(1,2)}", "(1, 2)"), ("no box", "1"),
          ("\\boxed{x^2+2x+1}", "(x+1)^2"), ("\\boxed{10^{10^{10}}}", "1"), ("\\boxed{2}", "\\pm 2"),
@@ -30,16 +30,16 @@ def test_batch_matches_serial():
 
 def test_stuck_worker_is_killed_and_replaced():
     t0 = time.monotonic()
-    out = reward._pool_map("time", "sleep", [(0.01,), (30,), (0.01,), (0.05,)], workers=2, timeout=1.0,
-                           default="timeout")
+    out = _pool_map("time", "sleep", [(0.01,), (30,), (0.01,), (0.05,)], workers=2, timeout=1.0,
+                    default="timeout")
     assert out == [None, "timeout", None, None]
     assert time.monotonic() - t0 < 10.0
     assert math_reward_batch(["\\boxed{7}"] * 4, ["7"] * 4, workers=2) == [1.0] * 4   # the pool recovered
 
 
 def test_crashed_worker_is_replaced():
-    assert reward._pool_map("os", "_exit", [(3,)], workers=2, timeout=5.0, default="crashed") == ["crashed"]
-    assert reward._pool_map("math", "sqrt", [(-1,)], workers=2, default="error") == ["error"]   # exception in item
+    assert _pool_map("os", "_exit", [(3,)], workers=2, timeout=5.0, default="crashed") == ["crashed"]
+    assert _pool_map("math", "sqrt", [(-1,)], workers=2, default="error") == ["error"]   # exception in item
     assert math_reward_batch(["\\boxed{7}"], ["7"], workers=2) == [1.0]
 
 

@@ -1,5 +1,6 @@
-"""Code verifier tests: extraction, stdio comparison, the fixtures' pass/fail paths, the sandbox cases
-C1-C16 of rewards.md §3.2, and the reward hacks the nonce/plain-type harness must defeat."""
+"""Code verifier tests: extraction, stdio comparison, the fixtures' pass/fail paths, the runner's limits
+(environment, timeout, memory, grandchildren, network, output size, fork swarm), and the reward hacks the
+nonce/plain-type harness must defeat."""
 import ast
 import json
 import os
@@ -13,7 +14,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import reward  # noqa: E402
+import verifier.harness  # noqa: E402
+import verifier.sandbox  # noqa: E402
 from reward import (CONTROL_PHRASES, code_reward, code_reward_batch, extract_code, run_python,  # noqa: E402
                     sandbox_protections)
 
@@ -30,11 +32,11 @@ FUNC_TEST = {"entry_point": "double",
 STDIO_TEST = {"stdio": [{"input": "21\n", "output": "42\n"}, {"input": "5\n", "output": "10"}]}
 
 
-# ---------------------------------------------------------------- extraction (C16)
+# ---------------------------------------------------------------- extraction
 @pytest.mark.parametrize("text,expected", [
     ("```python\na = 1\n```", "a = 1"),
     ("```python\na = 1\n```\ntext\n```py\nb = 2\n```", "b = 2"),
-    ("```python\na = 1\n```\n```text\nsample output\n```", "a = 1"),             # C16
+    ("```python\na = 1\n```\n```text\nsample output\n```", "a = 1"),             # sample output after
     ("```\nuntagged = 1\n```", "untagged = 1"),
     ("```cpp\nint main(){}\n```", None),
     ("```python\ndone = 1\n```\n```python\ntruncated = ", "done = 1"),           # unterminated last fence
@@ -52,15 +54,15 @@ def test_code_grades_only_after_last_phrase():
     assert code_reward(f"{good}\n\n{CONTROL_PHRASES[0]}\n\nno code", FUNC_TEST) == 0.0
 
 
-# ---------------------------------------------------------------- stdio comparison (C8, C9, C15)
+# ---------------------------------------------------------------- stdio comparison
 @pytest.mark.parametrize("got,expected,ok", [
-    ("42\n", "42", True), ("42   \n\n\n", "42\n", True), ("1 2\n3\n", "1  2\n3", True),       # C8
-    ("1\n\n2\n", "1\n2\n", False),                                                           # C9
-    ("0.33333333\n", "0.3333333\n", False),                                                  # C15
+    ("42\n", "42", True), ("42   \n\n\n", "42\n", True), ("1 2\n3\n", "1  2\n3", True),       # spacing
+    ("1\n\n2\n", "1\n2\n", False),                                                           # inner blank
+    ("0.33333333\n", "0.3333333\n", False),                                                  # exact text
     ("", "0", False), ("1 2", "1 2 3", False), ("a\r\nb\r\n", "a\nb", True), ("YES", "yes", False),
 ])
 def test_stdio_match(got, expected, ok):
-    assert reward._stdio_match(got, expected) is ok
+    assert verifier.harness._stdio_match(got, expected) is ok
 
 
 # ---------------------------------------------------------------- fixtures: pass and fail paths
@@ -81,8 +83,8 @@ def test_code_fixtures_batch():
     assert rewards[n:] == [0.0] * n, [r["id"] for r, x in zip(FIXTURES, rewards[n:]) if x != 0.0]
 
 
-# ---------------------------------------------------------------- the runner, C1-C14
-def test_c1_baseline_and_environment():
+# ---------------------------------------------------------------- the runner: limits and clean-up
+def test_baseline_and_environment():
     r = run_python("print(int(input()) * 2)", stdin="21")
     assert r == {**r, "rc": 0, "timed_out": False, "stdout": "42\n"}
     code = ("import os, resource\n"
@@ -99,13 +101,13 @@ def test_c1_baseline_and_environment():
     assert limits == {"AS": str(1024 << 20), "CPU": "3", "FSIZE": str(1 << 20), "NOFILE": "64", "CORE": "0"}
 
 
-def test_c2_infinite_loop_times_out():
+def test_infinite_loop_times_out():
     t0 = time.monotonic()
     r = run_python("while True:\n    pass", timeout=1.0)
     assert r["timed_out"] and time.monotonic() - t0 < 3.0
 
 
-def test_c3_memory_limit():
+def test_memory_limit():
     r = run_python("x = bytearray(2 * 1024 ** 3)\nprint('allocated')")
     assert r["rc"] != 0 and "MemoryError" in r["stderr"] and "allocated" not in r["stdout"]
 
@@ -124,7 +126,7 @@ def _procs_with(marker):
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc scan")
-def test_c4_grandchildren_are_killed():
+def test_grandchildren_are_killed():
     marker = "37.%d" % os.getpid()
     code = ("import subprocess, time, os\n"
             f"subprocess.Popen(['sleep', '{marker}'])\n"
@@ -143,7 +145,7 @@ def test_c4_grandchildren_are_killed():
 
 
 @pytest.mark.skipif(not PROT["network_namespace"], reason="no network namespace on this machine")
-def test_c5_no_network():
+def test_no_network():
     srv = socket.socket()
     srv.bind(("127.0.0.1", 0))
     srv.listen(1)
@@ -155,13 +157,13 @@ def test_c5_no_network():
         srv.close()
 
 
-def test_c6_output_is_capped():
+def test_output_is_capped():
     t0 = time.monotonic()
     r = run_python("while True:\n    print('x' * 1000)", timeout=5.0)
     assert len(r["stdout"]) <= 1 << 20 and r["rc"] != 0 and time.monotonic() - t0 < 4.0
 
 
-def test_c7_fork_swarm_is_contained():
+def test_fork_swarm_is_contained():
     code = ("import os, time\nfor _ in range(30):\n    if os.fork() == 0:\n"
             "        time.sleep(60)\n        os._exit(0)\ntime.sleep(60)\n")
     t0 = time.monotonic()
@@ -169,13 +171,13 @@ def test_c7_fork_swarm_is_contained():
     assert r["timed_out"] and time.monotonic() - t0 < 3.0
 
 
-def test_c8_c9_c10_c13_c14_through_code_reward():
+def test_stdio_cases_through_code_reward():
     t = STDIO_TEST
-    assert code_reward(py("print(int(input()) * 2, end='   \\n\\n')"), t) == 1.0                   # C8
+    assert code_reward(py("print(int(input()) * 2, end='   \\n\\n')"), t) == 1.0                   # trailing spaces
     assert code_reward(py("print(int(input()) * 2)\nprint()\nprint()"), t) == 1.0                # trailing blanks
-    assert code_reward(py("import sys\nsys.exit(0)\nprint(int(input()) * 2)"), t) == 0.0        # C10
-    assert code_reward(py("print(int(input()) * 2"), t) == 0.0                                  # C13 syntax
-    assert code_reward(py("import sys\nsys.stderr.write('noise\\n')\nprint(int(input()) * 2)"), t) == 1.0   # C14
+    assert code_reward(py("import sys\nsys.exit(0)\nprint(int(input()) * 2)"), t) == 0.0        # exit(0) first
+    assert code_reward(py("print(int(input()) * 2"), t) == 0.0                                  # syntax error
+    assert code_reward(py("import sys\nsys.stderr.write('noise\\n')\nprint(int(input()) * 2)"), t) == 1.0   # stderr ok
     assert code_reward(py("print(int(input()) * 2)\nraise SystemExit(1)"), t) == 0.0             # rc must be 0
     assert code_reward(py("print(int(input()) * 2)"), {"stdio": []}) == 0.0                     # no tests, no reward
     assert code_reward(py("x = 1"), {"something": "else"}) == 0.0
@@ -186,10 +188,10 @@ GOOD = "def double(x):\n    return 2 * x"
 
 
 @pytest.mark.parametrize("name,code", [
-    ("C11 os._exit(0) at import", "import os\nos._exit(0)\n" + GOOD),
+    ("os._exit(0) at import", "import os\nos._exit(0)\n" + GOOD),
     ("sys.exit(0) at import", "import sys\nsys.exit(0)\n" + GOOD),
     ("exit inside the call", "import os\ndef double(x):\n    os._exit(0)"),
-    ("C12 print PASSED then fail", "print('PASSED')\nprint('All tests passed')\ndef double(x):\n    return x"),
+    ("print PASSED then fail", "print('PASSED')\nprint('All tests passed')\ndef double(x):\n    return x"),
     ("fake nonce-looking line", "print('0123456789abcdef0123456789abcdef')\ndef double(x):\n    return x"),
     ("__eq__ always true", "class A:\n    def __eq__(self, o):\n        return True\ndef double(x):\n    return A()"),
     ("int subclass with __eq__", "class I(int):\n    def __eq__(self, o):\n        return True\n"
@@ -235,10 +237,10 @@ def test_batch_length_mismatch():
 
 def test_fallback_without_prlimit_or_namespaces(monkeypatch):
     """Machines without util-linux tools (macOS, minimal containers): rlimits via the Python launcher."""
-    bare = {**reward._sandbox_setup(), "_prlimit": None, "_unshare": [], "network_namespace": False,
+    bare = {**verifier.sandbox._sandbox_setup(), "_prlimit": None, "_unshare": [], "network_namespace": False,
             "pid_namespace": False, "rlimits_via": "python-launcher", "_unshare_fs": [],
             "read_only_filesystem": False, "capabilities_dropped": False}
-    monkeypatch.setattr(reward, "_sandbox_setup", lambda: bare)
+    monkeypatch.setattr(verifier.sandbox, "_sandbox_setup", lambda: bare)
     r = run_python("import resource\nprint(resource.getrlimit(resource.RLIMIT_AS)[0], input())", stdin="ok")
     assert r["rc"] == 0 and r["stdout"].split() == [str(1024 << 20), "ok"]
     assert run_python("while True:\n    pass", timeout=1.0)["timed_out"]

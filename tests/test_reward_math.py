@@ -1,4 +1,4 @@
-"""Math verifier tests: the ranked rules of rewards.md §2.2 (cases in data/math_checker_cases.jsonl),
+"""Math verifier tests: the numbered rules of reward.py's docstring (cases in data/math_checker_cases.jsonl),
 reflexivity over every shipped gold, extraction, control phrases, injection and pathological inputs."""
 import ast
 import json
@@ -12,6 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import reward  # noqa: E402
+import verifier.answer  # noqa: E402
 from reward import (CONTROL_PHRASES, VERIFIER_VERSION, extract_boxed, math_equal,  # noqa: E402
                     math_reward)
 
@@ -135,9 +136,11 @@ def math_reward_batch_safe(p):
 
 
 def test_no_eval_of_untrusted_text_in_source():
-    """Static proof: reward.py never calls eval/exec/sympify/parse_expr/parse_latex/compile itself (the code
-    harness's exec lives inside a string that runs in the sandboxed child process)."""
-    tree = ast.parse((ROOT / "reward.py").read_text(encoding="utf-8"))
+    """Static proof: reward.py and verifier/ never call eval/exec/sympify/parse_expr/parse_latex/compile
+    themselves (the code harness's exec lives inside a string that runs in the sandboxed child process)."""
+    sources = [ROOT / "reward.py", *sorted((ROOT / "verifier").glob("*.py"))]
+    tree = ast.Module(body=[n for p in sources for n in ast.parse(p.read_text(encoding="utf-8")).body],
+                      type_ignores=[])
     banned = {"eval", "exec", "sympify", "parse_expr", "parse_latex", "S", "__import__"}
     for node in ast.walk(tree):
         if isinstance(node, ast.Call):
@@ -162,7 +165,7 @@ PATHOLOGICAL = [
 def test_pathological_false_fast(p):
     for call in (lambda: math_equal("1", p), lambda: math_equal(p, "1"), lambda: math_equal("x+1", p),
                  lambda: math_reward("Answer: \\boxed{" + p + "}", "1") == 1.0):
-        reward._analyse.cache_clear()                       # time the cold path, not the cache
+        verifier.answer._analyse.cache_clear()              # time the cold path, not the cache
         t0 = time.monotonic()
         assert call() is False
         assert time.monotonic() - t0 < 2.0
@@ -170,7 +173,7 @@ def test_pathological_false_fast(p):
 
 @pytest.mark.parametrize("p", ["10^{10^{10}}", "9^{9^{9^9}}", "\\frac{1}{2", "x" * 100_000, "(" * 5000 + ")" * 5000])
 def test_pathological_never_equal_to_itself(p):
-    reward._analyse.cache_clear()
+    verifier.answer._analyse.cache_clear()
     t0 = time.monotonic()
     assert math_equal(p, p) is False
     assert time.monotonic() - t0 < 2.0

@@ -24,7 +24,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import reward  # noqa: E402
+import verifier.sandbox  # noqa: E402
 from reward import code_reward, run_python, sandbox_protections  # noqa: E402
 
 PROT = sandbox_protections()
@@ -294,7 +294,7 @@ def test_own_folder_and_devices_stay_usable():
 @needs_containment
 def test_per_mount_fallback_for_old_kernels(monkeypatch, victim):
     """Kernels before 5.12 lack mount_setattr: the launcher then bind-remounts each mount point. Forced here."""
-    monkeypatch.setattr(reward, "_FS_CONTAINMENT", "remount")
+    monkeypatch.setattr(verifier.sandbox, "_FS_CONTAINMENT", "remount")
     before = snapshot(victim)
     for name in ("write a new file", "delete a tree", "remount rw with mount(2), then write"):
         src, paths = attack_program(ATTACKS[name], victim)
@@ -324,8 +324,8 @@ def test_without_namespaces_one_warning_and_nothing_else_changes(monkeypatch, ca
     """No unshare tool: writes are not contained; the first call warns once, the report says why, and honest
     programs are graded as before."""
     real_which = shutil.which
-    monkeypatch.setattr(reward, "_SETUP", None)
-    monkeypatch.setattr(reward.shutil, "which", lambda name, *a, **k: None if name == "unshare"
+    monkeypatch.setattr(verifier.sandbox, "_SETUP", None)
+    monkeypatch.setattr(verifier.sandbox.shutil, "which", lambda name, *a, **k: None if name == "unshare"
                         else real_which(name, *a, **k))
     capsys.readouterr()
     p = sandbox_protections()
