@@ -15,18 +15,25 @@ the same number of generated responses, SD-Zero beats
   own answer + P_r. Same divergence code as SD-Zero (distill.py), and the same teacher handling:
   a frozen copy of the starting weights, re-synchronised every --teacher-sync steps. (A live
   teacher — the student itself — collapsed the toy student to empty 96-token rambles within 40
-  steps, the failure every self-distillation peer reports; anchors.md §0.6.)
+  steps; other self-distillation codebases report similar collapses, e.g. lasgroup/SDPO issues
+  #25 and #26.)
 
 Budget accounting is shared with train.py: every generated response counts as one generation
 (paper App. C.2), and generated tokens are counted the same way for every method.
 """
 from __future__ import annotations
 
+import functools
+import json
+import os
+
 import torch
 
 import distill
-from generate import prompt_ids, rollout, rollout_metrics
-from revise import distill_on_policy, grade, phrase_ids, scored_batch
+import toy
+from generate import build_messages, load_model, prompt_ids, rollout_metrics, sampling
+from plumbing import read_jsonl, seed_all, write_jsonl_atomic
+from revise import Phrases, distill_on_policy, phrase_ids, sample_and_grade, scored_batch
 
 DAPO_CLIP = (0.2, 0.28)
 
@@ -40,10 +47,8 @@ def rft_collect(model, tok, items, *, task="math", n=4, gen=None, phrases=None,
 
     Returns SFT examples in the SRT example format (loss on the completion only) and stats.
     """
-    xs = [prompt_ids(tok, it["question"], task) for it in items]
-    rolls = rollout(model, tok, xs, n=n, progress=progress, desc="RFT samples", **(gen or {}))
-    kw = {} if phrases is None else {"phrases": phrases}
-    rewards = grade(task, [r.text for r in rolls], [items[r.index] for r in rolls], **kw)
+    rolls, rewards = sample_and_grade(model, tok, items, task=task, n=n, phrases=phrases or Phrases(),
+                                      gen=gen, progress=progress, desc="RFT samples")
     examples, seen = [], set()
     for r, rw in zip(rolls, rewards):
         key = (r.index, tuple(r.completion_ids))
@@ -82,10 +87,9 @@ def clipped_pg_loss(logp, old_logp, adv, clip=DAPO_CLIP) -> torch.Tensor:
 def grpo_step(args, student, tok, items, phrases, device) -> dict:
     """One GRPO update on a batch of fresh rollouts (n per question); gradients accumulated."""
     n = args.grpo_n
-    xs = [prompt_ids(tok, it["question"], args.task) for it in items]
-    rolls = rollout(student, tok, xs, n=n, temperature=args.temperature, top_p=args.top_p, top_k=0,
-                    max_new_tokens=args.max_new_tokens, batch_size=args.gen_batch)
-    rewards = grade(args.task, [r.text for r in rolls], [items[r.index] for r in rolls], phrases)
+    rolls, rewards = sample_and_grade(student, tok, items, task=args.task, n=n, phrases=phrases,
+                                      gen=sampling(args.temperature, args.top_p, args.max_new_tokens,
+                                                   args.gen_batch))
     adv = group_advantages(torch.tensor(rewards), n)
     temp = args.temperature if args.temperature > 0 else 1.0
     n_tok = sum(r.num_tokens for r in rolls)
@@ -132,9 +136,7 @@ def sdft_teacher_prompt(tok, question: str, demo: str, task: str = "math", conte
     still read this layout; it is SD-Zero's teacher layout with a gold answer instead of the
     student's own, and no SRT before it.
     """
-    from generate import build_messages
     if context == "assistant":
-        from revise import Phrases
         p = (phrases or Phrases()).correct
         return (prompt_ids(tok, question, task) + tok(demo, add_special_tokens=False)["input_ids"]
                 + phrase_ids(tok, p))
@@ -148,11 +150,9 @@ def sdft_teacher_prompt(tok, question: str, demo: str, task: str = "math", conte
 def sdft_step(args, student, teacher, tok, items, phrases, demo_fn) -> dict:
     """One SDFT step: student samples y | x; the teacher (a frozen copy of the same model) reads
     x + demonstration and scores the same y; student minimises the same KL as SD-Zero."""
-    xs = [prompt_ids(tok, it["question"], args.task) for it in items]
-    rolls = rollout(student, tok, xs, n=args.rollouts_per_question, temperature=args.temperature,
-                    top_p=args.top_p, top_k=0, max_new_tokens=args.max_new_tokens,
-                    batch_size=args.gen_batch)
-    rewards = grade(args.task, [r.text for r in rolls], [items[r.index] for r in rolls], phrases)
+    rolls, rewards = sample_and_grade(student, tok, items, task=args.task, n=args.rollouts_per_question,
+                                      phrases=phrases, gen=sampling(args.temperature, args.top_p,
+                                                                    args.max_new_tokens, args.gen_batch))
     demo_x = [sdft_teacher_prompt(tok, items[r.index]["question"], demo_fn(items[r.index]), args.task,
                                   args.sdft_context, phrases) for r in rolls]
     out = distill_on_policy(student, teacher, [r.prompt_ids for r in rolls], demo_x,
@@ -160,3 +160,68 @@ def sdft_step(args, student, teacher, tok, items, phrases, demo_fn) -> dict:
                             micro_batch=args.micro_batch, norm=args.norm, k=args.topk, kind=args.kl,
                             mix=args.mix, support=args.support, temperature=args.temperature)
     return {**out, **rollout_metrics(rolls, rewards)}
+
+
+# --------------------------------------------------------------------------------------------
+# Dispatch: train.py hands over its two loops, each baseline brings its own data or step function
+# --------------------------------------------------------------------------------------------
+def run(args, model_name, model, tok, rows, run_, budget: int, srt_loop, onpolicy_loop) -> tuple[str, str]:
+    """RFT, GRPO or SDFT on all training questions within ``budget`` generations; writes final/.
+
+    ``srt_loop`` and ``onpolicy_loop`` are train.py's SRT and Phase-2 loops (passed in, so that the
+    imports stay one-way: train.py -> baselines.py). Returns (table label, generations spent).
+    """
+    phrases = Phrases(args.p_correct, args.p_wrong)
+    label = args.method.upper()
+    gen = sampling(args.temperature, args.top_p, args.max_new_tokens, args.gen_batch)
+    if args.method == "rft":
+        n = max(1, budget // len(rows))
+        ex_path, st_path = run_.path("rft_examples.jsonl"), run_.path("rft_stats.json")
+        if run_.ckpt is None or not os.path.exists(ex_path):
+            run_.say(f"[RFT] sampling {n} responses for each of {len(rows)} questions (budget {budget})")
+            examples, stats = rft_collect(model, tok, rows, task=args.task, n=n, gen=gen, phrases=phrases,
+                                          progress=not args.quiet)
+            write_jsonl_atomic(ex_path, examples)
+            json.dump(stats, open(st_path, "w"), indent=1)
+            run_.say(f"[RFT] kept {stats['kept']} correct of {stats['samples']}")
+        examples, stats = read_jsonl(ex_path), json.load(open(st_path))
+        if not examples:
+            raise SystemExit("error: RFT kept no correct response; nothing to fine-tune on")
+        srt_loop(args, model, tok, [("gen", examples)], run_,
+                 (stats["generations"], stats["generated_tokens"]), "final", label=label)
+        return label, str(stats["generations"])
+    teacher = None
+    if args.method == "grpo":
+        # GRPO has its own step size and batch: the Phase-2 ones (3e-4, 32 questions x 4) left the
+        # toy flat and higher rates collapsed it (README "Baselines"); the budget is unchanged.
+        lr, batch_questions = args.grpo_lr, args.grpo_batch_questions
+        per_step = batch_questions * args.grpo_n
+        step_fn = functools.partial(grpo_step, args, model, tok, phrases=phrases,
+                                    device=next(model.parameters()).device)
+    else:
+        lr, batch_questions = args.lr, args.batch_questions
+        per_step = batch_questions * args.rollouts_per_question
+        teacher, _ = load_model(model_name, quiet=True)     # frozen copy, as SD-Zero's teacher
+        step_fn = functools.partial(sdft_step, args, model, teacher, tok, phrases=phrases,
+                                    demo_fn=demo_function(args))
+    steps = max(1, budget // per_step)
+    run_.say(f"[{label}] {steps} steps x {per_step} rollouts (budget {budget} generations)")
+    if run_.ckpt is None:
+        seed_all(args.seed + 1)
+    onpolicy_loop(args, model, teacher, tok, rows, run_, (0, 0), step_fn, steps=steps, lr=lr,
+                  batch_questions=batch_questions, label=label)
+    return label, str(run_.last_metric()["generations"])
+
+
+def demo_function(args):
+    """SDFT's demonstration for a question: the toy writes a correct worked solution; real data
+    must carry a reference solution (--solution-field)."""
+    if args.toy:
+        return lambda item: toy.solve(item["question"])
+
+    def from_data(item):
+        if not item.get("solution"):
+            raise SystemExit(f"error: SDFT needs a reference solution per question; field "
+                             f"{args.solution_field!r} is missing for question id {item.get('id')!r}")
+        return item["solution"]
+    return from_data

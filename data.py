@@ -1,7 +1,7 @@
 """data.py — questions in, validated; one loader for train.py, evaluate.py and baselines.py.
 
 SD-Zero needs only (question, final answer) pairs for math and (question, tests) for code — no gold
-reasoning traces (paper §1). Schema (DESIGN.md "Data schema"), one JSON object per line:
+reasoning traces (paper §1). The schema, one JSON object per line:
 
     math: {"id": ..., "question": "...", "answer": "..."}                      (OpenR1-Math style)
     code: {"id": ..., "question": "...", "tests": {"stdio": [{"input", "output"}, ...]}}
@@ -14,6 +14,7 @@ row changes which questions land in which phase.
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 
@@ -136,6 +137,40 @@ def split_phases(rows: list[dict], n_phase1: int, seed: int = 0) -> tuple[list[d
     k = int(round(n_phase1 * len(rows))) if 0 < n_phase1 < 1 else int(n_phase1)
     k = max(0, min(k, len(rows)))
     return [rows[i] for i in order[:k]], [rows[i] for i in order[k:]]
+
+
+# --------------------------------------------------------------------------------------------
+# Data order in the two loops: fixed by the seed, so a step number is a resumable position
+# --------------------------------------------------------------------------------------------
+def srt_plan(stages, seed: int, batch_size: int, steps: int = 0, epochs: int = 1) -> list:
+    """SRT's (loss mode, batch) for every optimizer step, drawn up front from ``seed``.
+
+    ``stages``: [(mode, examples)]; each runs ``steps`` steps, or ``epochs`` passes when steps = 0,
+    every pass a fresh shuffle. The step number alone then tells a resumed run where it was.
+    """
+    rng = random.Random(seed)
+    plan = []
+    for mode, pool in stages:
+        n = steps or max(1, math.ceil(len(pool) / batch_size)) * epochs
+        order = []
+        while len(order) < n * batch_size:
+            idx = list(range(len(pool)))
+            rng.shuffle(idx)
+            order += idx
+        plan += [(mode, [pool[i] for i in order[k * batch_size:(k + 1) * batch_size]]) for k in range(n)]
+    return plan
+
+
+def phase2_order(n: int, seed: int, upto: int) -> list[int]:
+    """Question order for Phase 2: reshuffled every pass over N2, determined by the seed alone, so
+    the step number is the whole "data position" a resume needs."""
+    order, epoch = [], 0
+    while len(order) < upto:
+        idx = list(range(n))
+        random.Random(seed * 1000 + epoch).shuffle(idx)
+        order += idx
+        epoch += 1
+    return order
 
 
 # --------------------------------------------------------------------------------------------

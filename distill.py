@@ -8,8 +8,7 @@ would put there after reading y and the control phrase P_r:
 
 The student comes first inside the KL: this is the *reverse* KL Σ_v p_s(v)(log p_s(v) − log p_t(v)),
 mode-seeking. The official code defaults to a 50/50 mix of forward and reverse KL, computed on the
-teacher's top-64 tokens with both sides renormalised on that support (paper.md §3.2); both are
-options here.
+teacher's top-64 tokens with both sides renormalised on that support; both are options here.
 
 What lives here (pure functions: no I/O, no model loading; torch only):
 
@@ -18,14 +17,20 @@ What lives here (pure functions: no I/O, no model loading; torch only):
 * ``final_hidden``          — the transformer body without the LM head, exact under left padding.
 * ``teacher_targets``       — the teacher's top-k logits + ids (and log p_t(y)) at N positions.
 * ``chunked_head_backward`` — the memory trick: LM head + loss + backward, a chunk of rows at once.
-* ``distill_loss``          — eq. 4 at the N scored positions, on a "topk", "full" or "sampled"
-                              support (``distill_loss_from_hidden``: the same from gathered rows).
+* ``distill_loss_from_hidden`` — eq. 4 at the N scored positions, on a "topk", "full" or "sampled"
+                              support (``distill_loss``: the same from input ids).
+* ``distill_pair``          — one micro-batch: teacher targets, student rows, eq. 4, backward.
+* ``reference_loss``        — eq. 4 the plain way on full [N, V] logits; tests and benchmarks
+                              check the chunked path against it.
+
+One Phase-2 step, from the loop to the loss: train.phase2 -> train.distill_step (rollouts, reward,
+layouts) -> revise.distill_on_policy (micro-batches) -> distill_pair -> distill_loss_from_hidden.
 
 Positions: ``rows, cols`` (LongTensor[N]) name the (batch row, position) whose next-token
 distribution predicts ``targets`` (the sampled ids of y). revise.py builds them for the student
 sequence X + Y and for the teacher sequence X + Y' + S(P_r) + Y; entry i of both is the same y_t.
 
-Why so much care with memory (anchors.md §4): Qwen3's vocabulary is V = 151,936, so the fp32 logits
+Why so much care with memory: Qwen3's vocabulary is V = 151,936, so the fp32 logits
 of one 4,096-token batch are 2.5 GB *per tensor*, and a log-softmax, its gradient and the teacher's
 copy multiply that. We never build [B, L, V]: the LM head is applied only to the N scored rows, a
 chunk of rows at a time, and each chunk's backward runs before the next chunk's logits exist.
@@ -46,7 +51,7 @@ def _upcast(x: torch.Tensor) -> torch.Tensor:
     """bf16/fp16 -> fp32; fp32 and fp64 stay as they are.
 
     Why: softmax normalisers and KL sums over 152K entries lose the signal in bf16 (identical
-    logits gave a +0.025 "KL" floor in EasyDeL PR #267; anchors.md §4.14). fp64 is kept so that
+    logits gave a +0.025 "KL" floor in EasyDeL PR #267). fp64 is kept so that
     tests can compare against a float64 reference exactly.
     """
     return x if x.dtype in (torch.float32, torch.float64) else x.float()
@@ -65,7 +70,7 @@ def divergence(s_logp: torch.Tensor, t_logp: torch.Tensor, kind: str = "reverse"
       mixed   = mix·forward + (1 − mix)·reverse                    (official code: mix = 0.5)
     Gradient flows into whichever argument requires it; the caller detaches the teacher.
     Log-space inputs (never probabilities as targets) keep tiny probabilities from turning into
-    0·log 0 = NaN gradients (anchors.md §4.14); p = exp(log p) underflowing to 0 is harmless.
+    0·log 0 = NaN gradients, a failure reported by several distillation codebases; p = exp(log p) underflowing to 0 is harmless.
     """
     if kind not in KINDS:
         raise ValueError(f"unknown divergence kind {kind!r}; expected one of {KINDS}")
@@ -107,8 +112,9 @@ def final_hidden(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -
 
     Why skip the head: HF's ``model(...)`` returns [B, L, V] logits for every position, prompt
     included. We only need the N response positions, so the head runs later on gathered rows.
-    Why explicit position ids: batches are left-padded, and a real token's position must not count
-    the pads before it (transformers#18388); cumsum of the mask − 1 gives 0 at the first real token.
+    Why explicit position ids: training batches are right-padded (generate.pad), where they change
+    nothing, but a left-padded batch (the tests use one) must not count the pads before a real
+    token (transformers#18388); cumsum of the mask − 1 gives 0 at the first real token either way.
     """
     position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
     body = model.get_decoder() if hasattr(model, "get_decoder") else model.base_model
@@ -147,7 +153,7 @@ def topk_from_hidden(head, hidden_rows: torch.Tensor, targets: torch.Tensor, k: 
     """Apply ``head`` to [N, H] rows chunk by chunk; keep the top-k logits + ids and log p(target).
 
     Only k numbers per position survive the chunk, so a frozen teacher's scoring costs O(N·k)
-    memory instead of O(N·V) (anchors.md §4.9: 6 MB instead of 5 GB for 4×2,048 tokens).
+    memory instead of O(N·V) (at Qwen3's V and k = 64: 6 MB instead of 5 GB for 4×2,048 tokens).
     """
     head = _lm_head(head)
     n, k = hidden_rows.shape[0], min(k, head.weight.shape[0])
@@ -201,7 +207,7 @@ def chunked_head_backward(model, hidden_rows: torch.Tensor,
     build a fresh [V, H] weight gradient per chunk before adding it (1.6 GB in fp32 at Qwen3-4B
     size). With tied embeddings W is the embedding matrix: the body's backward adds its part later.
     Finally one ``hidden_rows.backward(dL/dh)`` pushes the gradient through the transformer body.
-    Peak vocab memory is one chunk's, not N's (anchors.md §4.3–4.5); the body runs backward once.
+    Peak vocab memory is one chunk's, not N's; the body runs backward once.
     (Single device: W.grad is written directly, so DDP/FSDP gradient hooks would not see it.)
 
     backward=False just sums the chunk losses under no_grad (evaluation). Returns the total loss as
@@ -344,10 +350,31 @@ def distill_loss_from_hidden(student, hidden_rows: torch.Tensor, targets: torch.
     return {"loss": loss, "per_token_kl": per_token_kl, "student_target_logp": student_lp}
 
 
+def reference_loss(s_logits: torch.Tensor, t_logits: torch.Tensor, targets: torch.Tensor,
+                   weights: torch.Tensor, *, kind: str = "reverse", mix: float = 0.5,
+                   support: str = "topk", k: int = 64, temperature: float = 1.0):
+    """Eq. 4 the plain way, for tests and benchmarks: full [N, V] logits of both sides at the N
+    scored positions, no chunks, no hand-written backward. Returns (loss, per-token values)."""
+    s_logits, t_logits = _upcast(s_logits), _upcast(t_logits).detach()
+    if support == "sampled":                   # value kl, gradient stopgrad(kl)·∇log p_s(y)
+        s_lp = F.log_softmax(s_logits / temperature, -1).gather(-1, targets[:, None]).squeeze(-1)
+        t_lp = F.log_softmax(t_logits / temperature, -1).gather(-1, targets[:, None]).squeeze(-1)
+        value = s_lp.detach() - t_lp
+        per_token = value * (1.0 + s_lp - s_lp.detach())
+    else:
+        if support == "topk":                  # both sides renormalised on the teacher's top-k ids
+            ids = t_logits.topk(min(k, t_logits.shape[-1]), dim=-1).indices
+            s_logits, t_logits = s_logits.gather(-1, ids), t_logits.gather(-1, ids)
+        per_token = divergence(F.log_softmax(s_logits, -1), F.log_softmax(t_logits, -1), kind, mix)
+        value = per_token
+    return (weights.to(per_token.dtype) * per_token).sum(), value.detach()
+
+
 def distill_pair(student, teacher, s: dict, t: dict, *, weights: torch.Tensor, k: int = 64,
                  kind: str = "reverse", mix: float = 0.5, support: str = "topk",
                  backward: bool = True, temperature: float = 1.0) -> dict:
-    """One micro-batch of eq. 4: the teacher reads its sequences, the student its own.
+    """One micro-batch of eq. 4: the teacher reads its sequences, the student its own, and the loss
+    runs backward (this is the bottom of a Phase-2 step, see the module docstring).
 
     ``s`` and ``t`` are revise.scored_batch dicts (ids, mask, rows, cols, targets) that enumerate
     the same N target tokens in the same order. ``temperature`` is the sampling temperature of
@@ -359,8 +386,11 @@ def distill_pair(student, teacher, s: dict, t: dict, *, weights: torch.Tensor, k
     s, t = ({key: v.to(dev) for key, v in b.items()} for b in (s, t))
     t_out = teacher_targets(teacher, t["ids"], t["mask"], t["rows"], t["cols"], t["targets"], k=k,
                             keep_hidden=support == "full", temperature=t_temp)
-    out = distill_loss(student, s["ids"], s["mask"], s["rows"], s["cols"], s["targets"], t_out,
-                       weights=weights.to(dev), kind=kind, mix=mix, support=support,
-                       teacher_head=teacher, backward=backward, temperature=t_temp)
+    _check_loss_args(kind, support, t_out, teacher)
+    with torch.set_grad_enabled(backward):              # evaluation builds no graph at all
+        hidden_rows = gather_rows(final_hidden(student, s["ids"], s["mask"]), s["rows"], s["cols"])
+    out = distill_loss_from_hidden(student, hidden_rows, s["targets"], t_out, weights=weights.to(dev),
+                                   kind=kind, mix=mix, support=support, teacher_head=teacher,
+                                   backward=backward, temperature=t_temp)
     out["teacher_target_logp"] = t_out["target_logp"]
     return out

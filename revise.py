@@ -7,7 +7,7 @@ already holds an answer followed by a reward-dependent control phrase P_r:
     r = 0  ->  "Wait, this response is not correct, let me start over."
 
 The binary reward enters **only** through which phrase is appended — no gold answer, no error
-message (paper §2.1). Notation (DESIGN.md "Token layouts"):
+message (paper §2.1). Notation for the token layouts:
 
     X      chat-templated prompt ending in the assistant-start marker   (generate.prompt_ids)
     Y      sampled completion ids, as generated (incl. EOS when finished)
@@ -35,11 +35,10 @@ import torch
 
 import distill
 import reward
-from generate import Rollout, end_of_turn_id, eos_ids, prompt_ids, rollout
+from generate import Rollout, end_of_turn_id, eos_ids, pad, prompt_ids, rollout
+from reward import P_CORRECT, P_WRONG, P_WRONG_OFFICIAL  # noqa: F401  (P_WRONG_OFFICIAL: for --p-wrong)
 
-P_CORRECT = "Let me rephrase the above solution."                       # paper and code agree
-P_WRONG = "Wait, this response is not correct, let me start over."     # paper §2.1
-P_WRONG_OFFICIAL = "Wait, this response is wrong. Let me correct it."  # official code, Qwen
+# P_r's strings are reward.py's (the binary reward as text); SEP frames them in every layout.
 SEP = "\n\n"
 
 
@@ -92,18 +91,6 @@ def teacher_sequence(x, y, s, eos) -> tuple[list[int], int]:
     return head + list(y), len(head)
 
 
-def right_pad(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right padding for scoring forwards: real tokens keep positions 0..L−1, so target columns are
-    plain offsets, and causal attention never lets a real token see the padding after it."""
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        ids[i, :len(s)] = torch.tensor(s, dtype=torch.long)
-        mask[i, :len(s)] = 1
-    return ids, mask
-
-
 def score_positions(starts: list[int], lengths: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
     """Flat (row, col) pairs of the positions whose next-token distribution predicts a target.
 
@@ -118,7 +105,7 @@ def score_positions(starts: list[int], lengths: list[int]) -> tuple[torch.Tensor
 
 def scored_batch(contexts: list[list[int]], ys: list[list[int]], pad_id: int) -> dict:
     """Right-padded ``context + Y`` rows and the flat (row, col) positions that predict each Y token."""
-    ids, mask = right_pad([list(c) + list(y) for c, y in zip(contexts, ys)], pad_id)
+    ids, mask = pad([list(c) + list(y) for c, y in zip(contexts, ys)], pad_id, "right")
     rows, cols = score_positions([len(c) for c in contexts], [len(y) for y in ys])
     targets = torch.tensor([t for y in ys for t in y], dtype=torch.long)
     return {"ids": ids, "mask": mask, "rows": rows, "cols": cols, "targets": targets}
@@ -188,6 +175,17 @@ def grade(task: str, texts: list[str], items: list[dict], phrases: Phrases = Phr
     raise ValueError(f"unknown task {task!r}")
 
 
+def sample_and_grade(model, tok, items, *, task="math", n=1, phrases=Phrases(), gen=None,
+                     progress=False, desc="rollouts"):
+    """x -> n rollouts y ~ π(·|x) -> r(y, a): the generator and the verifier, written once.
+
+    Returns (rollouts, rewards), grouped by question (question 0's n samples first).
+    """
+    xs = [prompt_ids(tok, it["question"], task) for it in items]
+    rolls = rollout(model, tok, xs, n=n, progress=progress, desc=desc, **(gen or {}))
+    return rolls, grade(task, [r.text for r in rolls], [items[r.index] for r in rolls], phrases)
+
+
 # --------------------------------------------------------------------------------------------
 # Phase 1 — collect verified self-revisions (paper §2.1, App. C.1)
 # --------------------------------------------------------------------------------------------
@@ -238,13 +236,12 @@ def collect_revisions(model, tokenizer, items: list[dict], *, task: str = "math"
     """
     gen = dict(gen or {})
     eos = eos_ids(model, tokenizer)
-    xs = [prompt_ids(tokenizer, it["question"], task) for it in items]
-    inits = rollout(model, tokenizer, xs, n=n_init, progress=progress, desc="phase1 y_init", **gen)
-    r_init = grade(task, [r.text for r in inits], [items[r.index] for r in inits], phrases)
+    inits, r_init = sample_and_grade(model, tokenizer, items, task=task, n=n_init, phrases=phrases,
+                                     gen=gen, progress=progress, desc="phase1 y_init")
 
     s_ids = {p: phrase_ids(tokenizer, p) for p in (phrases.correct, phrases.wrong)}
     todo = [(k, r) for k, r in enumerate(inits) if revise_correct or r_init[k] < 0.5]
-    rev_prompts = [reviser_prompt(xs[r.index], r.completion_ids, s_ids[phrases.pick(r_init[k])], eos)
+    rev_prompts = [reviser_prompt(r.prompt_ids, r.completion_ids, s_ids[phrases.pick(r_init[k])], eos)
                    for k, r in todo]
     revs = rollout(model, tokenizer, rev_prompts, n=n_rev, progress=progress,
                    desc="phase1 revisions", **gen)
@@ -274,7 +271,7 @@ def collect_revisions(model, tokenizer, items: list[dict], *, task: str = "math"
         kept["correct_init" if r_init[k] >= 0.5 else "wrong_init"] += 1
         rows.append({"id": item.get("id", init.index), "question": item["question"],
                      "reward_init": r_init[k], "phrase": phrase,
-                     "prompt_ids": xs[init.index], "y_init_ids": init.completion_ids,
+                     "prompt_ids": init.prompt_ids, "y_init_ids": init.completion_ids,
                      "y_rev_ids": y_rev, "y_init_text": init.text,
                      "y_rev_text": tokenizer.decode(y_rev, skip_special_tokens=True)})
     found = len(rows)
@@ -340,7 +337,7 @@ def srt_backward(model, examples: list[dict], mode: str, pad_id: int, micro: int
     device = next(model.parameters()).device
     for s in range(0, len(examples), micro):
         ex, ws = examples[s:s + micro], weights[s:s + micro]
-        ids, mask = right_pad([e["input_ids"] for e in ex], pad_id)
+        ids, mask = pad([e["input_ids"] for e in ex], pad_id, "right")
         starts = [e["gen_mask"].index(1) for e in ex]          # first target after X
         lengths = [len(e["input_ids"]) - st for e, st in zip(ex, starts)]
         rows, cols = score_positions(starts, lengths)

@@ -88,19 +88,20 @@ from verifier.limits import MAX_ANSWER_CHARS, MAX_DEPTH, MAX_ITEMS, TIME_BUDGET
 from verifier.pool import _pool_map
 from verifier.sandbox import run_python, sandbox_protections
 
-__all__ = ["VERIFIER_VERSION", "CONTROL_PHRASES", "MAX_ANSWER_CHARS", "MAX_DEPTH", "MAX_ITEMS", "TIME_BUDGET",
+__all__ = ["VERIFIER_VERSION", "P_CORRECT", "P_WRONG", "P_WRONG_OFFICIAL", "CONTROL_PHRASES", "MAX_ANSWER_CHARS", "MAX_DEPTH", "MAX_ITEMS", "TIME_BUDGET",
            "extract_boxed", "math_equal", "math_reward", "math_reward_batch",
            "extract_code", "run_python", "code_reward", "code_reward_batch", "sandbox_protections"]
 
 VERIFIER_VERSION = "sdzero-reward-1.0"
 
-# The reviser's control phrases P_r (paper §2.1): a transcript y_init + P_r + y_revised has two answers, and
-# only the one after the last phrase is graded. revise.py owns its own copies of these strings.
-CONTROL_PHRASES = (
-    "Let me rephrase the above solution.",                        # r = 1 (paper and code)
-    "Wait, this response is not correct, let me start over.",     # r = 0 (paper)
-    "Wait, this response is wrong. Let me correct it.",           # r = 0 (official code, Qwen)
-)
+# The control phrases P_r (paper §2.1): the binary reward, written as the text the reviser reads.
+# They live here, the lowest module, and revise.py / toy.py import them. The verifier needs them
+# too: a transcript y_init + P_r + y_revised has two answers, and only the one after the last
+# phrase is graded.
+P_CORRECT = "Let me rephrase the above solution."                       # r = 1 (paper and code)
+P_WRONG = "Wait, this response is not correct, let me start over."     # r = 0 (paper)
+P_WRONG_OFFICIAL = "Wait, this response is wrong. Let me correct it."  # r = 0 (official code, Qwen)
+CONTROL_PHRASES = (P_CORRECT, P_WRONG, P_WRONG_OFFICIAL)
 
 
 def _after_last_phrase(text: str, phrases) -> str:

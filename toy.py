@@ -9,7 +9,7 @@ What this builds (offline, deterministic from a seed, cached):
 Why the errors are *systematic habits*.  SD-Zero turns a binary reward into dense token-level
 supervision.  That only works if the reward carries information a model can localise: on plain
 arithmetic a tiny model's errors are noise (a random wrong digit) and no reward can point at them
-(tiny-model.md §3b).  So the corpus answers every question with one of two *evaluation orders*,
+(a random slip has no position to point at).  So the corpus answers every question with one of two *evaluation orders*,
 50/50: the correct one, or a classic slip (left-to-right instead of operator precedence, or
 dropping the parentheses).  The slip is decided by the first worked step, so "which habit does
 the verifier reward" is learnable — and it depends on the question's shape, so it is not trivial.
@@ -45,12 +45,17 @@ import random
 import re
 import time
 
-import generate
+import torch
+from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+from transformers import GenerationConfig, PreTrainedTokenizerFast, Qwen3Config, Qwen3ForCausalLM
+from transformers.utils import logging as hf_logging
 
-# Control phrases P_r (paper §2.1; r=1 correct, r=0 wrong). Phase 1/2 must use the same strings.
-CONTROL_PHRASES = {1: "Let me rephrase the above solution.",
-                   0: "Wait, this response is not correct, let me start over."}
-SEP = "\n\n"  # separator around P_r: revision = y0 + SEP + P_r + SEP + y_rev
+import generate
+from revise import P_CORRECT, P_WRONG, SEP
+
+# Control phrases P_r by reward (paper §2.1; r=1 correct, r=0 wrong): the strings Phase 1 and 2 use.
+# A revision in the corpus is y0 + SEP + P_r + SEP + y_rev, SD-Zero's own layout.
+CONTROL_PHRASES = {1: P_CORRECT, 0: P_WRONG}
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]  # pad, role start, EOS (ids 0, 1, 2)
 CHAT_TEMPLATE = ("{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + "
                  "message['content'] + '<|im_end|>' + '\n' }}{% endfor %}"
@@ -196,8 +201,6 @@ def tokenizer_lines(qs: list) -> list[str]:
 # --------------------------------------------------------------------------------------------
 def make_tokenizer(corpus_lines, vocab_size: int = 512):
     """Byte-level BPE trained on corpus_lines; digits split one per token (as in Qwen)."""
-    from tokenizers import Tokenizer, Regex, decoders, models, normalizers, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
     tok = Tokenizer(models.BPE(unk_token=None))
     tok.normalizer = normalizers.NFC()
     tok.pre_tokenizer = pre_tokenizers.Sequence([
@@ -213,8 +216,6 @@ def make_tokenizer(corpus_lines, vocab_size: int = 512):
 
 def make_model(tokenizer, size: str = "S", seed: int = 0):
     """A randomly initialised Qwen3ForCausalLM sized for the tokenizer (deterministic per seed)."""
-    import torch
-    from transformers import GenerationConfig, Qwen3Config, Qwen3ForCausalLM
     s = SIZES[size]
     cfg = Qwen3Config(vocab_size=len(tokenizer), hidden_size=s["hidden"], intermediate_size=s["inter"],
                       num_hidden_layers=s["layers"], num_attention_heads=s["heads"],
@@ -257,7 +258,6 @@ def encode(ex: dict, tok, cache: dict) -> tuple[list, list]:
 
 def pretrain(model, tok, examples: list, cfg: dict, quiet: bool = False) -> dict:
     """Plain next-token SFT, AdamW + warm-up + cosine, deterministic batch order."""
-    import torch
     opt = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], betas=(0.9, 0.98), weight_decay=0.01)
     steps, bs, cache = cfg["steps"], cfg["batch"], {}
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / cfg["warmup"]) * (
@@ -307,8 +307,6 @@ def build_toy(root: str = "runs/toy", seed: int = 0, force: bool = False, quiet:
         return dict(paths, stats=json.load(open(done)))
     if os.path.exists(done):
         os.remove(done)  # --force: the old marker must not vouch for half-written new files
-    import torch
-    from transformers.utils import logging as hf_logging
     hf_logging.disable_progress_bar()
     threads = torch.get_num_threads()
     # Tiny matmuls: more than 2 threads only adds sync overhead; under load, SDZERO_THREADS=1 helps.

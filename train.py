@@ -1,9 +1,10 @@
-"""train.py — SD-Zero end to end: Phase 1 (SRT) then Phase 2 (on-policy self-distillation).
+"""train.py — SD-Zero end to end: Phase 1 (SRT), then Phase 2 (on-policy self-distillation).
 
-    python train.py                                    # embedded toy world on a laptop CPU (~8 min)
-    python train.py --model Qwen/Qwen3-4B-Instruct-2507 --data openr1.jsonl --question-field problem
+    python train.py                                   # the embedded toy world on a laptop CPU (~4 min)
+    python train.py --model Qwen/Qwen3-4B-Instruct    # the paper's math setting on one GPU
 
-Paper: Self-Distillation Zero, arXiv 2604.12002 (digest: shared/paper.md).
+Paper: Self-Distillation Zero, arXiv 2604.12002. This file is its Algorithm 1, top to bottom: the
+knob table, Phase 1, Phase 2, main. Run folders, checkpoints and the optimizer are in plumbing.py.
 
 Phase 1 — Self-Revision Training (§2.1, eq. 1–3). On questions N1: sample y_init, grade it, append
 P_r ("rephrase" if right, "start over" if wrong), sample n revisions, keep the verified-correct ones,
@@ -20,30 +21,30 @@ Binary reward → which phrase the teacher reads → a dense, per-token target. 
 Defaults (``KNOBS``) come from the paper; where the paper is silent, from the official code (each
 ``--help`` line says which). With no ``--model`` the toy column of ``KNOBS`` replaces the values that
 only make sense for a 4B model (a 0.8M-parameter model trained from scratch needs a far larger
-learning rate). The baselines of paper Table 1 (``--method rft|grpo|sdft``, baselines.py) run
-through the same loops, checkpoints and generation accounting.
+learning rate). The baselines of paper Table 1 (``--method rft|grpo|sdft``) are dispatched to
+baselines.py, which runs them through this file's two loops with step functions of its own.
 """
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import os
-import random
-import shutil
 import sys
 import time
-import warnings
 
-import numpy as np
 import torch
 
+import baselines
 import data as data_mod
 import distill
-from evaluate import evaluate_model, fmt_pct, json_safe
-from generate import ModelLoadError, eos_ids, load_model, prompt_ids, rollout, rollout_metrics
-from revise import (P_CORRECT, P_WRONG, Phrases, collect_revisions, distill_on_policy,
-                    fit_teacher_budget, grade, phrase_ids, reviser_prompt, srt_backward, srt_example)
+import toy
+from generate import ModelLoadError, eos_ids, load_model, rollout_metrics, sampling
+from plumbing import (BadSteps, Run, Table, cosine_schedule, make_optimizer, progress, read_jsonl, seed_all,
+                      step_optimizer, warmup_constant_schedule, write_jsonl_atomic)
+from revise import (P_CORRECT, P_WRONG, Phrases, collect_revisions, distill_on_policy, fit_teacher_budget,
+                    phrase_ids, reviser_prompt, sample_and_grade, srt_backward, srt_example)
 
 # (flag, paper default, toy default, help incl. source)
 KNOBS = [
@@ -92,6 +93,10 @@ KNOBS = [
 ]
 
 
+CHOICES = {"kl": distill.KINDS, "support": distill.SUPPORTS, "norm": ("token_mean", "seq_sum"),
+           "sdft_context": ("user", "assistant")}
+
+
 def _count_or_fraction(s: str):
     return float(s) if "." in s else int(s)
 
@@ -133,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="P_r for r=0 (paper; official Qwen code: 'Wait, this response is wrong. Let me correct it.')")
     for name, paper, toy, help_ in KNOBS:
         kind = _count_or_fraction if name == "phase1_questions" else type(paper)
-        p.add_argument("--" + name.replace("_", "-"), type=kind, default=None,
+        p.add_argument("--" + name.replace("_", "-"), type=kind, default=None, choices=CHOICES.get(name),
                        help=f"{help_} [default: {paper}; toy: {toy}]")
     p.add_argument("--run-name", default=None, help="runs/<name>/ (default: toy or model basename)")
     p.add_argument("--runs-dir", default="runs")
@@ -153,315 +158,79 @@ def build_parser() -> argparse.ArgumentParser:
 
 def resolve(args) -> argparse.Namespace:
     """Fill every knob left unset with the paper's value, or the toy's when --model is omitted."""
-    toy = args.model is None
+    args.toy = args.model is None
     for name, paper, toy_value, _ in KNOBS:
         if getattr(args, name) is None:
-            setattr(args, name, toy_value if toy else paper)
-    if args.kl not in distill.KINDS:
-        raise SystemExit(f"error: --kl must be one of {distill.KINDS}")
-    if args.support not in distill.SUPPORTS:
-        raise SystemExit(f"error: --support must be one of {distill.SUPPORTS}")
-    if args.sdft_context not in ("user", "assistant"):
-        raise SystemExit("error: --sdft-context must be user or assistant")
-    if args.norm not in ("token_mean", "seq_sum"):
-        raise SystemExit("error: --norm must be token_mean or seq_sum")
+            setattr(args, name, toy_value if args.toy else paper)
     if args.support == "sampled" and args.kl != "reverse":
         raise SystemExit("error: --support sampled estimates the reverse KL only; use --kl reverse")
-    args.toy = toy
-    args.run_name = args.run_name or ("toy" if toy else os.path.basename(args.model.rstrip("/")))
+    args.run_name = args.run_name or ("toy" if args.toy else os.path.basename(args.model.rstrip("/")))
     return args
 
 
-# --------------------------------------------------------------------------------------------
-# Small utilities: logging, atomic saves, RNG state
-# --------------------------------------------------------------------------------------------
-class Log:
-    """metrics.jsonl (one object per step) + short human lines on stdout."""
-
-    def __init__(self, run_dir: str, quiet: bool):
-        self.path = os.path.join(run_dir, "metrics.jsonl")
-        self.quiet = quiet
-
-    def metric(self, rec: dict) -> None:
-        with open(self.path, "a") as f:
-            f.write(json.dumps(rec) + "\n")
-
-    def truncate_after(self, phase: str, step: int) -> None:
-        """On resume: drop records of steps the checkpoint does not contain (they will be redone)."""
-        if not os.path.exists(self.path):
-            return
-        order = {"srt": 0, "distill": 1}
-        keep = []
-        for line in open(self.path):
-            rec = json.loads(line)
-            ph = order.get(rec.get("phase"), -1)
-            if ph < order[phase] or (ph == order[phase] and rec.get("step", 0) <= step):
-                keep.append(line)
-        with open(self.path, "w") as f:
-            f.writelines(keep)
-
-    def say(self, msg: str) -> None:
-        print(msg, flush=True)
 
 
-def atomic_torch_save(obj, path: str) -> None:
-    """Write then rename: a kill -9 mid-write leaves the previous checkpoint intact."""
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def save_hf(model, tok, path: str) -> None:
-    """An ordinary Hugging Face folder, written beside and renamed into place."""
-    tmp = path + ".tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tok.save_pretrained(tmp)
-    shutil.rmtree(path, ignore_errors=True)
-    os.replace(tmp, path)
-
-
-def rng_state() -> dict:
-    st = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        st["cuda"] = torch.cuda.get_rng_state_all()
-    return st
-
-
-def set_rng_state(st: dict) -> None:
-    random.setstate(st["python"])
-    np.random.set_state(st["numpy"])
-    torch.set_rng_state(st["torch"])
-    if "cuda" in st and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(st["cuda"])
-
-
-def seed_all(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def gen_kwargs(args, batch_size=None) -> dict:
-    return {"temperature": args.temperature, "top_p": args.top_p, "top_k": 0,
-            "max_new_tokens": args.max_new_tokens, "batch_size": batch_size or args.gen_batch}
-
-
-def stochastic_round_bf16(x: torch.Tensor) -> torch.Tensor:
-    """fp32 -> bf16, rounding up with probability equal to the dropped fraction (unbiased).
-
-    bf16 keeps 16 of fp32's 32 bits. Adding a random 16-bit integer to the bit pattern and then
-    cutting the low 16 bits rounds up exactly as often as the cut-off part is large.
-    """
-    bits = x.contiguous().view(torch.int32)
-    noise = torch.randint(0, 1 << 16, bits.shape, device=x.device, dtype=torch.int32)
-    return ((bits + noise) & -65536).view(torch.float32).to(torch.bfloat16)
-
-
-class AdamW(torch.optim.Optimizer):
-    """AdamW (decoupled weight decay) that also trains **bf16 weights** correctly.
-
-    Why not torch.optim.AdamW on bf16 weights: an update of lr·(m/√v) ≈ 5e-6 (the paper's lr) is far
-    below half a bf16 step of a weight of size 1e-2 (≈ 4e-5), so round-to-nearest throws almost
-    every update away and the model silently does not train. fp32 master weights would fix it but
-    cost 16 GB more for a 4B model (no longer fits one 80 GB GPU beside the teacher). Here the
-    moments are fp32, the update is computed in fp32, and the result is *stochastically* rounded
-    back to bf16, so each weight moves by the right amount on average. fp32 weights take the exact
-    textbook path (tests compare it with torch.optim.AdamW).
-    """
-
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
-        super().__init__(params, {"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay})
-
-    def load_state_dict(self, state_dict: dict) -> None:
-        """Restore, keeping the moments in fp32.
-
-        torch's Optimizer.load_state_dict casts every floating-point state tensor to its parameter's
-        dtype. For bf16 weights that would turn m and v into bf16 on --resume: the run would not
-        continue exactly, and v (≈ g², updated by 0.001·g² per step) would stop decaying in bf16.
-        So the saved fp32 moments are put back after torch's load, matched by position.
-        """
-        super().load_state_dict(state_dict)
-        saved = state_dict["state"]
-        ids = [i for g in state_dict["param_groups"] for i in g["params"]]
-        params = [p for g in self.param_groups for p in g["params"]]
-        for i, p in zip(ids, params):
-            for key in ("m", "v"):
-                if key in saved.get(i, {}):
-                    self.state[p][key] = saved[i][key].to(device=p.device, dtype=torch.float32,
-                                                          copy=True)
-
-    @torch.no_grad()
-    def step(self, closure=None):
-        for group in self.param_groups:
-            b1, b2 = group["betas"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                st = self.state[p]
-                if not st:
-                    st["step"] = 0
-                    st["m"] = torch.zeros_like(p, dtype=torch.float32)
-                    st["v"] = torch.zeros_like(p, dtype=torch.float32)
-                st["step"] += 1
-                g = p.grad.float()
-                st["m"].mul_(b1).add_(g, alpha=1 - b1)
-                st["v"].mul_(b2).addcmul_(g, g, value=1 - b2)
-                m_hat = st["m"] / (1 - b1 ** st["step"])
-                v_hat = st["v"] / (1 - b2 ** st["step"])
-                w = p.float()
-                w.mul_(1 - group["lr"] * group["weight_decay"])
-                w.addcdiv_(m_hat, v_hat.sqrt_().add_(group["eps"]), value=-group["lr"])
-                p.copy_(stochastic_round_bf16(w) if p.dtype == torch.bfloat16 else w.to(p.dtype))
-
-
-def make_optimizer(model, lr, wd, betas):
-    return AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=wd,
-                 betas=betas)
-
-
-def cosine_schedule(opt, total: int, warmup: int):
-    """Linear warm-up then cosine to 0 (paper: AdamW, cosine schedule for SRT)."""
-    def f(step):
-        if step < warmup:
-            return (step + 1) / max(warmup, 1)
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(total - warmup, 1))))
-    return torch.optim.lr_scheduler.LambdaLR(opt, f)
-
-
-def warmup_constant_schedule(opt, warmup: int):
-    """Official Phase-2 schedule: linear warm-up from 0.1x over ``warmup`` steps, then constant."""
-    return torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: 0.1 + 0.9 * min(1.0, s / max(warmup, 1)) if warmup else 1.0)
-
-
-def step_optimizer(model, opt, sched, clip: float) -> tuple[float, bool]:
-    """Clip, check for NaN/inf, then step. A non-finite gradient skips the update (and is counted)."""
-    params = [p for p in model.parameters() if p.grad is not None]
-    norm = torch.nn.utils.clip_grad_norm_(params, clip) if params else torch.tensor(0.0)
-    ok = bool(torch.isfinite(norm))
-    if ok:
-        opt.step()
-    opt.zero_grad(set_to_none=True)
-    with warnings.catch_warnings():
-        # The schedule follows the step counter, skipped steps included (their data is consumed
-        # too), so a skip before any update is intended; torch would warn about it.
-        warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step")
-        sched.step()
-    return float(norm), ok
-
-
-class BadSteps:
-    """Skip a NaN/inf step, count it, stop with a clear message if it keeps happening."""
-
-    def __init__(self, limit: int):
-        self.limit, self.run, self.total = limit, 0, 0
-
-    def update(self, ok: bool, where: str) -> None:
-        if ok:
-            self.run = 0
-            return
-        self.run += 1
-        self.total += 1
-        print(f"warning: non-finite loss or gradient at {where}; step skipped", flush=True)
-        if self.run >= self.limit:
-            raise SystemExit(f"error: {self.run} consecutive non-finite steps (last at {where}). "
-                             "Lower the learning rate, check the data, or try fp32.")
+def gen_kwargs(args) -> dict:
+    """Training-time sampling (paper: T = 0.7, top-p 1.0, 16K new tokens)."""
+    return sampling(args.temperature, args.top_p, args.max_new_tokens, args.gen_batch)
 
 
 # --------------------------------------------------------------------------------------------
 # Phase 1 — collect verified self-revisions, then SRT
 # --------------------------------------------------------------------------------------------
-def phase1(args, model, tok, n1, run_dir, log, ckpt) -> None:
-    """Collect D_revision on N1 (or reuse it on resume), then SRT; writes revisions.jsonl and srt/."""
+def phase1(args, model, tok, n1, run: Run) -> None:
+    """Collect D_revision on N1 (or reuse it on resume, or take --revisions), then SRT -> srt/."""
     phrases = Phrases(args.p_correct, args.p_wrong)
-    rev_path = os.path.join(run_dir, "revisions.jsonl")
-    stats_path = os.path.join(run_dir, "phase1_stats.json")
-    if args.revisions and (ckpt is None or not os.path.exists(rev_path)):
-        try:
-            given = [json.loads(l) for l in open(args.revisions) if l.strip()]
-        except (OSError, json.JSONDecodeError) as e:
-            raise SystemExit(f"error: --revisions {args.revisions}: {e}") from None
-        write_jsonl_atomic(rev_path, given)
-        json.dump({"source": args.revisions, "kept": len(given), "generations": 0, "generated_tokens": 0},
-                  open(stats_path, "w"), indent=1)
-        log.say(f"[phase 1] {len(given)} revisions from {args.revisions} (no collection)")
-    elif ckpt is None or not os.path.exists(rev_path):
+    rev_path, stats_path = run.path("revisions.jsonl"), run.path("phase1_stats.json")
+    if run.ckpt is None or not os.path.exists(rev_path):
         t0 = time.time()
-        log.say(f"[phase 1] collecting self-revisions on {len(n1)} questions "
-                f"({args.n_init} y_init + {args.n_rev} revisions each)")
-        rows, stats = collect_revisions(model, tok, n1, task=args.task, phrases=phrases,
-                                        n_init=args.n_init, n_rev=args.n_rev,
-                                        revise_correct=bool(args.revise_correct),
-                                        gen=gen_kwargs(args), max_traces=args.max_traces, seed=args.seed,
-                                        progress=not args.quiet)
+        if args.revisions:
+            rows = read_jsonl(args.revisions)
+            stats = {"source": args.revisions, "kept": len(rows), "generations": 0, "generated_tokens": 0}
+        else:
+            run.say(f"[phase 1] collecting self-revisions on {len(n1)} questions "
+                    f"({args.n_init} y_init + {args.n_rev} revisions each)")
+            rows, stats = collect_revisions(model, tok, n1, task=args.task, phrases=phrases,
+                                            n_init=args.n_init, n_rev=args.n_rev,
+                                            revise_correct=bool(args.revise_correct), gen=gen_kwargs(args),
+                                            max_traces=args.max_traces, seed=args.seed,
+                                            progress=not args.quiet)
         stats["seconds"] = round(time.time() - t0, 1)
         write_jsonl_atomic(rev_path, rows)
         json.dump(stats, open(stats_path, "w"), indent=1)
-        log.say(f"[phase 1] y_init correct {stats['y_init_correct']}/{stats['y_init']}, "
-                f"revisions correct {stats['revisions_correct']}/{stats['revisions_sampled']}, kept "
-                f"{stats['kept']} ({stats['kept_from_wrong_init']} fix wrong, "
-                f"{stats['kept_from_correct_init']} rephrase right); {stats['generations']} generations, "
-                f"{stats['seconds']:.0f}s")
-    rows = [json.loads(l) for l in open(rev_path)]
-    stats = json.load(open(stats_path))
+        run.say(f"[phase 1] kept {stats['kept']} verified revisions; {stats['generations']} generations, "
+                f"{stats['seconds']:.0f}s; counts in {stats_path}")
+    rows, stats = read_jsonl(rev_path), json.load(open(stats_path))
     if not rows:
         raise SystemExit("error: Phase 1 kept no verified revision, so SRT has nothing to learn. "
                          "Use more Phase-1 questions, more revisions (--n-rev), or a stronger model.")
-    eos = eos_ids(model, tok)
     if any(r["phrase"] not in (phrases.correct, phrases.wrong) for r in rows):
         raise SystemExit("error: the Phase-1 revisions use other control phrases than --p-correct/--p-wrong; "
                          "Phase 2's teacher must read the phrases SRT was trained on")
+    eos = eos_ids(model, tok)
     examples = [srt_example(r["prompt_ids"], r["y_init_ids"], phrase_ids(tok, r["phrase"]),
                             r["y_rev_ids"], eos) | {"wrong_init": r["reward_init"] < 0.5} for r in rows]
     stages = [("joint", examples)] if args.srt_loss == "joint" else \
         [("gen", [e for e in examples if e["wrong_init"]] or examples), ("rev", examples)]
-    sft_loop(args, model, tok, stages, run_dir, log, ckpt, (stats["generations"], stats["generated_tokens"]),
-             out_dir=os.path.join(run_dir, "srt"), label="SRT")
+    srt_loop(args, model, tok, stages, run, (stats["generations"], stats["generated_tokens"]), "srt")
 
 
-def write_jsonl_atomic(path: str, rows: list[dict]) -> None:
-    with open(path + ".tmp", "w") as f:
-        for r in rows:
-            f.write(json.dumps(r) + "\n")
-    os.replace(path + ".tmp", path)
-
-
-def sft_loop(args, model, tok, stages, run_dir, log, ckpt, budget, out_dir, label="SRT") -> None:
+def srt_loop(args, model, tok, stages, run: Run, spent, out_name: str, label: str = "SRT") -> None:
     """Supervised fine-tuning on fixed examples: SRT (eq. 3, or the code's two stages) and RFT.
 
     ``stages`` is a list of (loss mode, examples); the whole schedule of (mode, batch) steps is
     drawn from the seed up front, so the step number alone tells a resumed run where it was.
     """
-    rng = random.Random(args.seed)
-    plan = []
-    for mode, pool in stages:
-        n = args.srt_steps or max(1, math.ceil(len(pool) / args.srt_batch_size)) * args.srt_epochs
-        order = []
-        while len(order) < n * args.srt_batch_size:
-            idx = list(range(len(pool)))
-            rng.shuffle(idx)
-            order += idx
-        plan += [(mode, [pool[i] for i in order[k * args.srt_batch_size:(k + 1) * args.srt_batch_size]])
-                 for k in range(n)]
+    plan = data_mod.srt_plan(stages, args.seed, args.srt_batch_size, args.srt_steps, args.srt_epochs)
 
     model.train()
     opt = make_optimizer(model, args.srt_lr, args.srt_weight_decay, (0.9, 0.95))
     sched = cosine_schedule(opt, len(plan), int(args.srt_warmup * len(plan)))
-    start = 0
-    if ckpt is not None and ckpt["phase"] == "srt":
-        opt.load_state_dict(ckpt["optimizer"])
-        sched.load_state_dict(ckpt["scheduler"])
-        set_rng_state(ckpt["rng"])
-        start = ckpt["step"]
-        log.say(f"[{label}] resuming at step {start}/{len(plan)}")
-    bad = BadSteps(args.max_bad_steps)
-    gens, gen_tokens = budget
-    t0 = time.time()
-    bar = None if args.quiet else _bar(len(plan), label, start)
+    start = run.restore("srt", model, opt, sched)["step"]
+    if start:
+        run.say(f"[{label}] resuming at step {start}/{len(plan)}")
+    bad, t0 = BadSteps(args.max_bad_steps), time.time()
+    bar = progress(len(plan), label, start, args.quiet)
     for step in range(start, len(plan)):
         mode, batch = plan[step]
         loss = srt_backward(model, batch, mode, tok.pad_token_id, args.micro_batch)
@@ -470,43 +239,28 @@ def sft_loop(args, model, tok, stages, run_dir, log, ckpt, budget, out_dir, labe
         ok = ok and math.isfinite(loss)
         bad.update(ok, f"{label} step {step + 1}")
         rec = {"phase": "srt", "method": args.method, "step": step + 1, "stage": mode, "loss": loss,
-               "grad_norm": norm, "lr": lr, "skipped": not ok, "generations": gens,
-               "generated_tokens": gen_tokens, "seconds": round(time.time() - t0, 2)}
+               "grad_norm": norm, "lr": lr, "skipped": not ok, "generations": spent[0],
+               "generated_tokens": spent[1], "seconds": round(time.time() - t0, 2)}
         if (step + 1) % args.save_every == 0 or step + 1 == len(plan):
-            atomic_torch_save({"phase": "srt", "step": step + 1, "model": model.state_dict(),
-                               "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                               "rng": rng_state(), "last": rec}, os.path.join(run_dir, "checkpoint.pt"))
-        log.metric(rec)
+            run.save("srt", step + 1, model, opt, sched, rec)
+        run.metric(rec)
         if bar is not None:
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.3f}")
     if bar is not None:
         bar.close()
-    save_hf(model, tok, out_dir)
-    log.say(f"[{label}] done: {len(plan)} steps on {sum(len(p) for _, p in stages)} examples, "
-            f"{time.time() - t0:.0f}s -> {out_dir}")
+    out = run.save_hf(model, tok, out_name)
+    run.say(f"[{label}] done: {len(plan)} steps on {sum(len(p) for _, p in stages)} examples, "
+            f"{time.time() - t0:.0f}s -> {out}")
 
 
 # --------------------------------------------------------------------------------------------
 # Phase 2 — on-policy self-distillation from the reviser
 # --------------------------------------------------------------------------------------------
-def phase2_order(n: int, seed: int, upto: int) -> list[int]:
-    """Question order for Phase 2: reshuffled every pass over N2, determined by the seed alone, so
-    the step number is the whole "data position" a resume needs."""
-    order, epoch = [], 0
-    while len(order) < upto:
-        idx = list(range(n))
-        random.Random(seed * 1000 + epoch).shuffle(idx)
-        order += idx
-        epoch += 1
-    return order
-
-
 def distill_step(args, student, teacher, tok, items, phrases, eos) -> dict:
     """One Phase-2 step on a batch of fresh questions; returns metrics (gradients accumulated)."""
-    xs = [prompt_ids(tok, it["question"], args.task) for it in items]
-    rolls = rollout(student, tok, xs, n=args.rollouts_per_question, **gen_kwargs(args))
-    rewards = grade(args.task, [r.text for r in rolls], [items[r.index] for r in rolls], phrases)
+    rolls, rewards = sample_and_grade(student, tok, items, task=args.task, n=args.rollouts_per_question,
+                                      phrases=phrases, gen=gen_kwargs(args))
     s_ids = {p: phrase_ids(tok, p) for p in (phrases.correct, phrases.wrong)}
     X = [r.prompt_ids for r in rolls]
     S = [s_ids[phrases.pick(rw)] for rw in rewards]
@@ -520,46 +274,34 @@ def distill_step(args, student, teacher, tok, items, phrases, eos) -> dict:
     return {**out, **rollout_metrics(rolls, rewards), "scored_tokens": sum(len(y) for y in Y)}
 
 
-def phase2(args, student, teacher, tok, n2, run_dir, log, ckpt, base_budget, step_fn=None,
-           label="SD-Zero") -> None:
+def phase2(args, student, teacher, tok, n2, run: Run, spent, step_fn, *, steps: int, lr: float,
+           batch_questions: int, label: str = "SD-Zero") -> None:
     """The on-policy loop: fresh questions each step -> step_fn (rollouts, reward, loss, backward)
-    -> clip + optimizer step -> optional teacher sync -> metrics + atomic checkpoint.
+    -> clip + optimizer step -> optional teacher sync -> metrics + atomic checkpoint -> final/.
 
-    step_fn(items) defaults to SD-Zero's distill_step; GRPO (teacher=None) and SDFT (baselines.py)
-    plug in here, so every on-policy method shares the loop, teacher sync, accounting and resume.
+    step_fn(items) is SD-Zero's distill_step here; GRPO (teacher=None) and SDFT pass their own from
+    baselines.py, so every on-policy method shares the loop, teacher sync, accounting and resume.
     """
-    phrases = Phrases(args.p_correct, args.p_wrong)
-    eos = eos_ids(student, tok)
     if teacher is not None:
-        teacher.eval()
-        for p in teacher.parameters():
-            p.requires_grad_(False)
-    if step_fn is None:
-        def step_fn(items):
-            return distill_step(args, student, teacher, tok, items, phrases, eos)
+        teacher.eval().requires_grad_(False)
     student.train()
-    opt = make_optimizer(student, args.lr, args.weight_decay, (0.9, 0.999))
+    opt = make_optimizer(student, lr, args.weight_decay, (0.9, 0.999))
     sched = warmup_constant_schedule(opt, args.warmup_steps)
-    start, syncs = 0, 0
-    gens, gen_tokens = base_budget
-    if ckpt is not None and ckpt["phase"] == "distill":
-        opt.load_state_dict(ckpt["optimizer"])
-        sched.load_state_dict(ckpt["scheduler"])
-        start, syncs = ckpt["step"], ckpt["syncs"]
-        gens, gen_tokens = ckpt["generations"], ckpt["generated_tokens"]
-        if "teacher" in ckpt:
-            teacher.load_state_dict(ckpt["teacher"])
-        set_rng_state(ckpt["rng"])
-        log.say(f"[{label}] resuming at step {start}/{args.steps}")
-    order = phase2_order(len(n2), args.seed, args.steps * args.batch_questions)
+    ck = run.restore("distill", student, opt, sched)
+    start, syncs = ck["step"], ck.get("syncs", 0)
+    gens, gen_tokens = (ck["generations"], ck["generated_tokens"]) if start else spent
+    if "teacher" in ck:
+        teacher.load_state_dict(ck["teacher"])
+    if start:
+        run.say(f"[{label}] resuming at step {start}/{steps}")
+    order = data_mod.phase2_order(len(n2), args.seed, steps * batch_questions)
     bad = BadSteps(args.max_bad_steps)
-    t0 = time.time() - (ckpt["last"]["seconds"] if ckpt is not None and ckpt["phase"] == "distill" else 0)
-    bar = None if args.quiet else _bar(args.steps, label, start)
-    for step in range(start, args.steps):
-        pos = step * args.batch_questions
-        items = [n2[i] for i in order[pos:pos + args.batch_questions]]
+    t0 = time.time() - (ck["last"]["seconds"] if start else 0)
+    bar = progress(steps, label, start, args.quiet)
+    for step in range(start, steps):
+        items = [n2[i] for i in order[step * batch_questions:(step + 1) * batch_questions]]
         m = step_fn(items)
-        lr = sched.get_last_lr()[0]
+        lr_now = sched.get_last_lr()[0]
         norm, ok = step_optimizer(student, opt, sched, args.grad_clip)
         ok = ok and math.isfinite(m["loss"])
         bad.update(ok, f"Phase-2 step {step + 1}")
@@ -569,33 +311,24 @@ def phase2(args, student, teacher, tok, n2, run_dir, log, ckpt, base_budget, ste
             teacher.load_state_dict(student.state_dict())     # teacher := student (Fig. 5)
             syncs += 1
         rec = {"phase": "distill", "method": args.method, "step": step + 1, "reward": m["reward"],
-               "loss": m["loss"],
-               "kl": m["kl_per_token"], "grad_norm": norm, "lr": lr,
+               "loss": m["loss"], "kl": m["kl_per_token"], "grad_norm": norm, "lr": lr_now,
                "response_tokens": m["response_tokens"], "truncated": m["truncated"],
                "generations": gens, "generated_tokens": gen_tokens, "teacher_syncs": syncs,
                "skipped": not ok, "skipped_total": bad.total, "seconds": round(time.time() - t0, 2)}
-        if (step + 1) % args.save_every == 0 or step + 1 == args.steps:
-            state = {"phase": "distill", "step": step + 1, "model": student.state_dict(),
-                     "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "rng": rng_state(),
-                     "syncs": syncs, "generations": gens, "generated_tokens": gen_tokens, "last": rec}
-            if syncs:
-                state["teacher"] = teacher.state_dict()
-            atomic_torch_save(state, os.path.join(run_dir, "checkpoint.pt"))
-        log.metric(rec)
+        if (step + 1) % args.save_every == 0 or step + 1 == steps:
+            run.save("distill", step + 1, student, opt, sched, rec, syncs=syncs, generations=gens,
+                     generated_tokens=gen_tokens, **({"teacher": teacher.state_dict()} if syncs else {}))
+        run.metric(rec)
         if bar is not None:
             bar.update(1)
             bar.set_postfix(reward=f"{m['reward']:.2f}", loss=f"{m['loss']:.3f}",
                             len=f"{m['response_tokens']:.0f}")
     if bar is not None:
         bar.close()
-    save_hf(student, tok, os.path.join(run_dir, "final"))
-    log.say(f"[{label}] done: {args.steps} steps, {time.time() - t0:.0f}s, teacher syncs {syncs} "
-            f"-> {os.path.join(run_dir, 'final')}")
+    out = run.save_hf(student, tok, "final")
+    run.say(f"[{label}] done: {steps} steps, {time.time() - t0:.0f}s, teacher syncs {syncs} -> {out}")
 
 
-# --------------------------------------------------------------------------------------------
-# Baselines (paper Table 1) — same loops, same accounting
-# --------------------------------------------------------------------------------------------
 def phase2_steps(args, n2: int) -> int:
     """Phase-2 optimizer steps: --steps, or --phase2-epochs passes over N2 rounded up to whole steps.
 
@@ -621,244 +354,92 @@ def planned_budget(args, n_train: int) -> int:
             + phase2_steps(args, n2) * args.batch_questions * args.rollouts_per_question)
 
 
-def run_baseline(args, model, tok, rows, run_dir, log, ckpt, budgets) -> str:
-    """RFT, GRPO or SDFT on all training questions with a generation budget; writes final/."""
-    import baselines
-    phrases = Phrases(args.p_correct, args.p_wrong)
-    budget = args.budget or planned_budget(args, len(rows))
-    label = args.method.upper()
-    final_dir = os.path.join(run_dir, "final")
-    if args.method == "rft":
-        n = max(1, budget // len(rows))
-        ex_path, st_path = os.path.join(run_dir, "rft_examples.jsonl"), os.path.join(run_dir, "rft_stats.json")
-        if ckpt is None or not os.path.exists(ex_path):
-            log.say(f"[RFT] sampling {n} responses for each of {len(rows)} questions (budget {budget})")
-            examples, stats = baselines.rft_collect(model, tok, rows, task=args.task, n=n,
-                                                    gen=gen_kwargs(args), phrases=phrases,
-                                                    progress=not args.quiet)
-            write_jsonl_atomic(ex_path, examples)
-            json.dump(stats, open(st_path, "w"), indent=1)
-            log.say(f"[RFT] kept {stats['kept']} correct of {stats['samples']}")
-        examples = [json.loads(l) for l in open(ex_path)]
-        stats = json.load(open(st_path))
-        if not examples:
-            raise SystemExit("error: RFT kept no correct response; nothing to fine-tune on")
-        if ckpt is not None:
-            model.load_state_dict(ckpt["model"])
-        sft_loop(args, model, tok, [("gen", examples)], run_dir, log, ckpt,
-                 (stats["generations"], stats["generated_tokens"]), out_dir=final_dir, label=label)
-        budgets[label] = str(stats["generations"])
-        return label
-    device = next(model.parameters()).device
-    teacher = None
-    if args.method == "grpo":
-        # GRPO has its own step size and batch: the Phase-2 ones (3e-4, 32 questions x 4) left the
-        # toy flat and higher rates collapsed it (README "Baselines"); the budget is unchanged.
-        args.lr, args.batch_questions = args.grpo_lr, args.grpo_batch_questions
-        per_step = args.batch_questions * args.grpo_n
-
-        def step_fn(items):
-            return baselines.grpo_step(args, model, tok, items, phrases, device)
-    else:
-        per_step = args.batch_questions * args.rollouts_per_question
-        demo = demo_function(args)
-        teacher, _ = load_model(args.model, quiet=True)     # frozen copy, as SD-Zero's teacher
-
-        def step_fn(items):
-            return baselines.sdft_step(args, model, teacher, tok, items, phrases, demo)
-    args.steps = max(1, budget // per_step)
-    log.say(f"[{label}] {args.steps} steps x {per_step} rollouts (budget {budget} generations)")
-    if ckpt is not None:
-        model.load_state_dict(ckpt["model"])
-    else:
-        seed_all(args.seed + 1)
-    phase2(args, model, teacher, tok, rows, run_dir, log, ckpt, (0, 0), step_fn, label)
-    last = json.loads(open(log.path).read().splitlines()[-1])
-    budgets[label] = str(last["generations"])
-    return label
-
-
-def demo_function(args):
-    """SDFT's demonstration for a question: the toy writes a correct worked solution; real data
-    must carry a reference solution (--solution-field)."""
-    if args.toy:
-        import toy
-        return lambda item: toy.solve(item["question"])
-
-    def from_data(item):
-        if not item.get("solution"):
-            raise SystemExit(f"error: SDFT needs a reference solution per question; field "
-                             f"{args.solution_field!r} is missing for question id {item.get('id')!r}")
-        return item["solution"]
-    return from_data
-
-
-def _bar(total, desc, initial=0):
-    from tqdm.auto import tqdm
-    return tqdm(total=total, initial=initial, desc=desc, dynamic_ncols=True)
-
-
 # --------------------------------------------------------------------------------------------
 # Main
 # --------------------------------------------------------------------------------------------
-def load_data(args):
+def load_data(args) -> tuple[str, list[dict], list[dict]]:
+    """(model, training rows, held-out rows): the toy world, the paper's data, or --data."""
     fields = {"question": args.question_field, "answer": args.answer_field, "tests": args.tests_field,
               "solution": args.solution_field}
+    model, data, test_data, test_rows = args.model, args.data, args.test_data, []
     if args.toy:
-        import toy
         built = toy.build_toy(args.toy_root, seed=0, quiet=args.quiet, steps=args.toy_steps)
-        args.model = built["model"]
-        args.data = args.data or built["train"]
-        args.test_data = args.test_data or built["test"]
-    test_rows = []
-    if args.data is None:                  # the paper's setting: its data, its 15K / 500 split
-        if args.task == "code":
+        model, data, test_data = built["model"], data or built["train"], test_data or built["test"]
+    try:
+        if data is None and args.task == "code":
             raise data_mod.DataError(data_mod.paper_code_hint())
-        train_rows, test_rows = data_mod.paper_math(args.seed, limit=args.limit)
-    else:
-        train_rows = data_mod.load(args.data, args.task, fields, split=args.split, limit=args.limit)
-    if args.test_data:
-        test_rows = data_mod.load(args.test_data, args.task, fields, split="test")
-    return train_rows, test_rows
+        if data is None:                          # the paper's setting: its data, its 15K / 500 split
+            train_rows, test_rows = data_mod.paper_math(args.seed, limit=args.limit)
+        else:
+            train_rows = data_mod.load(data, args.task, fields, split=args.split, limit=args.limit)
+        if test_data:
+            test_rows = data_mod.load(test_data, args.task, fields, split="test")
+    except data_mod.DataError as e:
+        raise SystemExit(f"error: {e}") from None
+    return model, train_rows, test_rows
 
 
-def table(rows: list[tuple[str, dict]], budgets: dict) -> str:
-    k = rows[0][1]["k"]
-    head = (f"| model | avg@{k} | pass@{k} | correction rate | revised acc | mean tokens | "
-            f"truncated | generations used |")
-    lines = [head, "|" + "---|" * 8]
-    for name, ev in rows:
-        rv = ev.get("revision", {})
-        lines.append(f"| {name} | {fmt_pct(ev[f'avg@{k}'])} | {fmt_pct(ev[f'pass@{k}'])} | "
-                     f"{fmt_pct(rv.get('correction_rate'))} | {fmt_pct(rv.get('revised_acc'))} | "
-                     f"{ev['mean_tokens']:.1f} | {fmt_pct(ev['truncated_share'])} | "
-                     f"{budgets.get(name, '-')} |")
-    return "\n".join(lines)
+def load(path, quiet=True, grad_ckpt=False):
+    try:
+        return load_model(path, gradient_checkpointing=grad_ckpt, quiet=quiet)
+    except ModelLoadError as e:
+        raise SystemExit(f"error: {e}") from None
 
 
 def main(argv=None) -> int:
     args = resolve(build_parser().parse_args(argv))
-    threads = args.threads or min(2, os.cpu_count() or 1)
-    torch.set_num_threads(threads)
+    torch.set_num_threads(args.threads or min(2, os.cpu_count() or 1))
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     t_start = time.time()
     seed_all(args.seed)
     run_dir = os.path.join(args.runs_dir, args.run_name)
-    ckpt_path = os.path.join(run_dir, "checkpoint.pt")
-    if os.path.exists(os.path.join(run_dir, "config.json")) and not args.resume:
-        if os.path.exists(ckpt_path) or os.path.exists(os.path.join(run_dir, "final")):
-            raise SystemExit(f"error: {run_dir} already holds a run; add --resume to continue it, "
-                             "or pick another --run-name")
-    # Data and model first: a run that cannot start stops with one line and writes nothing.
-    try:
-        train_rows, test_rows = load_data(args)
-    except data_mod.DataError as e:
-        raise SystemExit(f"error: {e}") from None
-    cuda = torch.cuda.is_available()
-    grad_ckpt = cuda and not args.no_grad_ckpt
-    try:
-        model, tok = load_model(args.model, gradient_checkpointing=grad_ckpt, quiet=args.quiet)
-    except ModelLoadError as e:
-        raise SystemExit(f"error: {e}") from None
-    os.makedirs(run_dir, exist_ok=True)
-    json.dump(vars(args), open(os.path.join(run_dir, "config.json"), "w"), indent=1, default=str)
-    log = Log(run_dir, args.quiet)
-    ckpt = None
-    if args.resume and os.path.exists(ckpt_path):
-        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        log.truncate_after(ckpt["phase"], ckpt["step"])
-        logged = [json.loads(l) for l in open(log.path)] if os.path.exists(log.path) else []
-        if not any(r.get("phase") == ckpt["phase"] and r.get("step") == ckpt["step"] for r in logged):
-            log.metric(ckpt["last"])       # killed between the checkpoint and its log line
-    elif os.path.exists(log.path):
-        os.remove(log.path)
-
+    if not args.resume and any(os.path.exists(os.path.join(run_dir, f)) for f in ("checkpoint.pt", "final")):
+        raise SystemExit(f"error: {run_dir} already holds a run; add --resume to continue it, "
+                         "or pick another --run-name")
+    model_name, train_rows, test_rows = load_data(args)      # a run that cannot start writes nothing
+    grad_ckpt = torch.cuda.is_available() and not args.no_grad_ckpt
+    model, tok = load(model_name, args.quiet, grad_ckpt)
+    run = Run(run_dir, vars(args), args.resume)
     n1, n2 = data_mod.split_phases(train_rows, args.phase1_questions if args.phase != "distill" else 0,
                                    seed=args.seed)
-    if args.phase == "srt":
-        n2 = []
-    if args.method == "sdzero" and args.phase in ("all", "distill") and not n2:
+    n2 = [] if args.phase == "srt" else n2
+    if args.method == "sdzero" and args.phase != "srt" and not n2:
         raise SystemExit("error: no questions left for Phase 2; lower --phase1-questions")
-    if args.method == "sdzero":
-        args.steps = phase2_steps(args, len(n2))
-    where = (f"N1 {len(n1)} (Phase 1), N2 {len(n2)} (Phase 2)" if args.method == "sdzero" else
-             f"all for {args.method.upper()}")
-    log.say(f"run {run_dir}: model {args.model}, {len(train_rows)} training questions -> {where}; "
-            f"device {'cuda' if cuda else 'cpu'}")
-
-    phrases = Phrases(args.p_correct, args.p_wrong)
-    eval_items = test_rows[:args.eval_questions]
-    evals, budgets = [], {}
-    evals_path = os.path.join(run_dir, "eval.json")
-    cached = json.load(open(evals_path)) if args.resume and os.path.exists(evals_path) else {}
-
-    def run_eval(name, m):
-        """Held-out table row; cached in eval.json so a resumed run does not redo it."""
-        if args.no_eval or not eval_items:
-            return
-        if name not in cached:
-            seed_all(args.seed + 7)           # every model sees the same sampling seed
-            cached[name] = evaluate_model(m, tok, eval_items, task=args.task, k=args.eval_k,
-                                          phrases=phrases, gen=gen_kwargs(args), progress=not args.quiet)
-            json.dump(json_safe(cached), open(evals_path, "w"), indent=1, allow_nan=False)
-        evals.append((name, cached[name]))
-        ev = cached[name]
-        log.say(f"[eval] {name}: avg@{args.eval_k} {fmt_pct(ev[f'avg@{args.eval_k}'])}%  "
-                f"correction {fmt_pct(ev['revision']['correction_rate'])}%  "
-                f"mean tokens {ev['mean_tokens']:.1f}")
-
-    base_label = "base" if args.phase != "distill" or args.toy else "start"
-    if ckpt is None or base_label in cached:
-        run_eval(base_label, model)
-    budgets[base_label] = "0"
-
-    srt_dir = os.path.join(run_dir, "srt")
-    resume_p2 = ckpt is not None and ckpt["phase"] == "distill"
-    budget = (0, 0)
-    if args.method != "sdzero":
-        label = run_baseline(args, model, tok, train_rows, run_dir, log, ckpt, budgets)
-        final, _ = load_model(os.path.join(run_dir, "final"), quiet=True)
-        run_eval(label, final)
-    elif args.phase in ("all", "srt"):
-        if not resume_p2:
-            if ckpt is not None:                   # mid-SRT: weights from the checkpoint
-                model.load_state_dict(ckpt["model"])
+    run.say(f"run {run_dir}: model {model_name}, {len(train_rows)} training questions -> " + (
+        f"N1 {len(n1)} (Phase 1), N2 {len(n2)} (Phase 2)" if args.method == "sdzero" else
+        f"all for {args.method.upper()}") + f"; device {'cuda' if torch.cuda.is_available() else 'cpu'}")
+    table = Table(args, run, tok, test_rows[:args.eval_questions], gen_kwargs(args))
+    base = "base" if args.phase != "distill" or args.toy else "start"
+    if run.ckpt is None or base in run.evals:
+        table.add(base, model, "0")
+    if args.method != "sdzero":                  # paper Table 1's baselines, at SD-Zero's budget
+        budget = args.budget or planned_budget(args, len(train_rows))
+        label, spent = baselines.run(args, model_name, model, tok, train_rows, run, budget, srt_loop, phase2)
+        table.add(label, load(run.path("final"))[0], spent)
+    spent = (0, 0)
+    if args.method == "sdzero" and args.phase in ("all", "srt"):
+        if not run.resuming("distill"):
             seed_all(args.seed)
-            phase1(args, model, tok, n1, run_dir, log, ckpt)
-        st = json.load(open(os.path.join(run_dir, "phase1_stats.json")))
-        budget = (st["generations"], st["generated_tokens"])
-        budgets["SRT"] = f"{st['generations']} (Phase 1)"
-        model_srt, _ = load_model(srt_dir, quiet=True)
-        run_eval("SRT", model_srt)
-        del model_srt
-
+            phase1(args, model, tok, n1, run)
+        st = json.load(open(run.path("phase1_stats.json")))
+        spent = (st["generations"], st["generated_tokens"])
+        table.add("SRT", load(run.path("srt"))[0], f"{st['generations']} (Phase 1)")
     if args.method == "sdzero" and args.phase in ("all", "distill"):
-        start_dir = srt_dir if args.phase == "all" else args.model
-        if args.phase == "all":
-            model, tok = load_model(srt_dir, gradient_checkpointing=grad_ckpt, quiet=True)
-        # The teacher: a frozen copy of the weights Phase 2 starts from (the SRT model).
-        teacher, _ = load_model(start_dir, quiet=True)
-        if resume_p2:
-            model.load_state_dict(ckpt["model"])
-        else:
+        start = run.path("srt") if args.phase == "all" else model_name
+        student = load(start, True, grad_ckpt)[0] if args.phase == "all" else model
+        teacher = load(start)[0]          # the teacher: a frozen copy of where Phase 2 starts (SRT)
+        if not run.resuming("distill"):
             seed_all(args.seed + 1)
-        phase2(args, model, teacher, tok, n2, run_dir, log, ckpt if resume_p2 else None, budget)
+        step_fn = functools.partial(distill_step, args, student, teacher, tok,
+                                    phrases=Phrases(args.p_correct, args.p_wrong), eos=eos_ids(student, tok))
+        phase2(args, student, teacher, tok, n2, run, spent, step_fn, steps=phase2_steps(args, len(n2)),
+               lr=args.lr, batch_questions=args.batch_questions)
         del teacher
-        last = json.loads(open(log.path).read().splitlines()[-1])
-        budgets["SD-Zero" if args.phase == "all" else "Phase 2 only"] = (
-            f"{last['generations']} ({last['generations'] - budget[0]} in Phase 2)")
-        final, _ = load_model(os.path.join(run_dir, "final"), quiet=True)
-        run_eval("SD-Zero" if args.phase == "all" else "Phase 2 only", final)
-
-    if evals:
-        md = table(evals, budgets)
-        note = (f"{len(eval_items)} held-out questions, avg@{args.eval_k} at T={args.temperature}, "
-                f"at most {args.max_new_tokens} new tokens (the paper: avg@8, 32K tokens; "
-                "`python evaluate.py --paper-protocol` measures that)")
-        with open(os.path.join(run_dir, "table.md"), "w") as f:
-            f.write(note + "\n\n" + md + "\n")
-        log.say("\nHeld-out results (" + note + "):\n" + md)
-    log.say(f"\ntotal wall time {time.time() - t_start:.0f}s; outputs in {run_dir}/")
+        gens = run.last_metric()["generations"]
+        table.add("SD-Zero" if args.phase == "all" else "Phase 2 only", load(run.path("final"))[0],
+                  f"{gens} ({gens - spent[0]} in Phase 2)")
+    table.write()
+    run.say(f"\ntotal wall time {time.time() - t_start:.0f}s; outputs in {run_dir}/")
     return 0
 
 

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import baselines
+import revise
 import train
 from generate import Rollout
 from revise import Phrases
@@ -63,7 +64,7 @@ def test_rft_keeps_only_verified_unique_responses(tiny, monkeypatch):
                                    x, True))
         return out
 
-    monkeypatch.setattr(baselines, "rollout", fake_rollout)
+    monkeypatch.setattr(revise, "rollout", fake_rollout)
     ex, st = baselines.rft_collect(model, tok, items, n=3)
     assert st["samples"] == 6 and st["correct"] == 3 and st["kept"] == 2     # duplicate dropped
     for e in ex:
@@ -97,7 +98,7 @@ def test_each_method_runs_and_accounts_budget(method, tiny_dir, tmp_path, monkey
     if method == "rft":
         # A random tiny model never answers right; let one sample per question "pass" so the SFT
         # step runs (the verifier itself is tested in test_reward_*).
-        monkeypatch.setattr(baselines, "grade", lambda task, texts, items, **kw: [1.0] * len(texts))
+        monkeypatch.setattr(revise, "grade", lambda task, texts, items, *a, **kw: [1.0] * len(texts))
     budget = 32
     args = ["--model", tiny_dir, "--data", _data(tmp_path), "--runs-dir", str(tmp_path / "runs"),
             "--quiet", "--threads", "1", "--max-new-tokens", "6", "--batch-questions", "4",
@@ -139,7 +140,7 @@ def test_grpo_step_gradient_is_the_naive_policy_gradient(tiny, monkeypatch):
                                      + [t.eos_token_id], x, True))
         return rolls
 
-    monkeypatch.setattr(baselines, "rollout", fake_rollout)
+    monkeypatch.setattr(revise, "rollout", fake_rollout)
     args = types.SimpleNamespace(grpo_n=3, task="math", temperature=0.7, top_p=1.0, max_new_tokens=8,
                                  gen_batch=8, micro_batch=4)          # 4 does not divide 6: 2 micro-batches
     model.zero_grad()

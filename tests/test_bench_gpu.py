@@ -1,7 +1,7 @@
-"""bench_gpu.py: the prepared GPU check runs end to end (tiny config, CPU) through the project's code."""
+"""bench/gpu.py: the prepared GPU check runs end to end (tiny config, CPU) through the project's code."""
 import argparse
 
-from bench_gpu import add_arguments, bench_gpu
+from bench.gpu import add_arguments, bench_gpu
 
 
 def test_gpu_check_mechanics_on_cpu():

@@ -9,6 +9,7 @@ import torch
 
 import distill
 import evaluate
+import revise
 from generate import Rollout
 from evaluate import kl_concentration, pass_at_k
 
@@ -46,7 +47,8 @@ def test_revision_arithmetic_on_scripted_generator(tiny, monkeypatch):
         return [Rollout(i, list(p), t(x, add_special_tokens=False)["input_ids"] + [t.eos_token_id], x, True)
                 for i, (p, x) in enumerate(zip(prompts, texts))]
 
-    monkeypatch.setattr(evaluate, "rollout", fake_rollout)
+    monkeypatch.setattr(evaluate, "rollout", fake_rollout)          # the revisions
+    monkeypatch.setattr(revise, "rollout", fake_rollout)            # the answers (sample_and_grade)
     ev = evaluate.evaluate_model(model, tok, items, k=1)
     rv = ev["revision"]
     assert ev["avg@1"] == 0.5

@@ -1,8 +1,8 @@
-"""train.AdamW: textbook AdamW on fp32 weights; unbiased stochastic rounding on bf16 weights."""
+"""plumbing.AdamW: textbook AdamW on fp32 weights; unbiased stochastic rounding on bf16 weights."""
 import pytest
 import torch
 
-from train import AdamW, stochastic_round_bf16
+from plumbing import AdamW, stochastic_round_bf16
 
 
 def test_matches_torch_adamw_on_fp32():
@@ -49,7 +49,7 @@ def test_bf16_weights_learn_tiny_updates_that_plain_rounding_loses():
 
 
 def test_nonfinite_gradient_skips_the_step_and_repeated_ones_stop_the_run():
-    from train import BadSteps, cosine_schedule, step_optimizer
+    from plumbing import BadSteps, cosine_schedule, step_optimizer
     m = torch.nn.Linear(3, 1)
     before = [p.detach().clone() for p in m.parameters()]
     opt = AdamW(m.parameters(), lr=0.1)

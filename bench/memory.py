@@ -1,4 +1,4 @@
-"""bench_distill.py — peak memory and time of the distillation loss at Qwen3-4B sizes (a benchmark).
+"""bench/memory.py — peak memory and time of the distillation loss at Qwen3-4B sizes (a benchmark).
 
 Question: does the chunked path of distill.py (LM head + loss + backward, one chunk of rows at a
 time) really avoid the [T, V] fp32 tensors, and does it give the same loss and gradient as the
@@ -10,25 +10,21 @@ would receive); the student LM head is a random nn.Linear(H, V, bias=False); the
 a perturbed copy with its own hidden states. Each "path" = teacher scoring + student loss forward +
 backward, for two supports:
 
-  topk: naive   — teacher logits [T, V] -> top-64; student logits [T, V] fp32 -> gather -> KL
-                  -> backward
-        chunked — distill.topk_from_hidden + distill.distill_loss_from_hidden(support="topk")
-  full: naive   — teacher and student [T, V] fp32 log_softmax -> KL -> backward
-        chunked — distill.distill_loss_from_hidden(support="full"), teacher logits recomputed per
-                  chunk
+  naive   — distill.reference_loss, the plain code: teacher and student [T, V] fp32 logits, then
+            top-64 (or the full vocabulary), log_softmax, KL, autograd backward
+  chunked — distill.topk_from_hidden + distill.distill_loss_from_hidden(support="topk" or
+            "full"; for "full" the teacher logits are recomputed per chunk)
 
 Every path runs in its own fresh Python process so that peaks do not mix. Peak memory is what the
 path adds on top of the model state (head weights, their .grad buffers allocated beforehand as in
 any training loop, inputs): on CUDA max_memory_allocated − memory_allocated; on CPU the kernel's
 peak RSS (VmHWM, reset through /proc/self/clear_refs) − RSS before the path, with glibc's mmap
 threshold fixed at 1 MiB so that freed tensors leave the RSS. The naive paths skip the student's
-full-vocab log p(y) diagnostic that the chunked paths also compute, so the comparison errs in
-naive's favour. The chunked peak is a few [chunk, V] fp32 tensors (about 2 for top-k, 6 for full),
+full-vocab log p(y) diagnostic that the chunked paths also compute. The chunked peak is a few [chunk, V] fp32 tensors (about 2 for top-k, 6 for full),
 so it does not grow with T; the naive one is a few [T, V] tensors.
 
-    python bench_distill.py            # full size (2 CPU cores: ~15 min, ~19 GB peak RAM)
-    python bench_distill.py --small    # quick sanity version
-    python bench.py distill            # same, through the project's bench.py
+    python -m bench distill            # full size (2 CPU cores: ~15 min, ~19 GB peak RAM)
+    python -m bench distill --small    # quick sanity version
 """
 from __future__ import annotations
 
@@ -41,6 +37,9 @@ import sys
 import time
 
 import torch
+
+from bench import OUT, ROOT
+from distill import distill_loss_from_hidden, reference_loss, token_weights, topk_from_hidden
 
 PATHS = ("naive_topk", "chunked_topk", "naive_full", "chunked_full")
 FULL = dict(vocab=151936, hidden=2560, tokens=4096, k=64, chunk=128)
@@ -63,7 +62,7 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--paths", default=",".join(PATHS),
                    help="comma-separated subset of " + ",".join(PATHS))
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="bench_results/distill.json")
+    p.add_argument("--out", default=os.path.join(OUT, "distill.json"))
     return p
 
 
@@ -85,9 +84,6 @@ def _proc_kb(field: str) -> int:
 
 def _problem(path: str, cfg: dict, dev: str):
     """Random Qwen3-4B-sized head + hidden states; returns (run, hidden, head) for one path."""
-    import torch.nn.functional as F
-    from distill import distill_loss_from_hidden, divergence, token_weights, topk_from_hidden
-
     dtype = getattr(torch, cfg["dtype"])
     V, H, T, k, chunk = cfg["vocab"], cfg["hidden"], cfg["tokens"], cfg["k"], cfg["chunk"]
     torch.manual_seed(cfg["seed"])
@@ -107,21 +103,11 @@ def _problem(path: str, cfg: dict, dev: str):
     hidden.grad = torch.zeros_like(hidden)
 
     def naive():
+        support = path.split("_")[1]
         with torch.no_grad():
-            t_logits = t_head(t_hidden).float()                   # [T, V]
-            if path == "naive_topk":
-                top = t_logits.topk(k, dim=-1)
-            else:
-                t_logp = F.log_softmax(t_logits, dim=-1)
-            del t_logits
-        s_logits = head(hidden).float()                           # [T, V]
-        if path == "naive_topk":
-            s = F.log_softmax(s_logits.gather(-1, top.indices), dim=-1)
-            t_logp = F.log_softmax(top.values, dim=-1)
-        else:
-            s = F.log_softmax(s_logits, dim=-1)
-        del s_logits
-        loss = (weights * divergence(s, t_logp, cfg["kind"])).sum()
+            t_logits = t_head(t_hidden)                           # [T, V]
+        loss, _ = reference_loss(head(hidden), t_logits, targets, weights, kind=cfg["kind"],
+                                 support=support, k=k)
         loss.backward()
         return loss.detach()
 
@@ -172,13 +158,12 @@ def _run_path(path: str, cfg: dict) -> dict:
 
 
 def _in_fresh_process(path: str, cfg: dict) -> dict:
-    cmd = [sys.executable, os.path.abspath(__file__), "--_path", path, "--_cfg", json.dumps(cfg)]
+    cmd = [sys.executable, "-m", "bench.memory", "--_path", path, "--_cfg", json.dumps(cfg)]
     # glibc keeps freed heap blocks below its (adaptive) mmap threshold, so on CPU the RSS would
     # measure fragmentation, not live tensors. A fixed 1 MiB threshold gives every tensor >= 1 MiB
     # its own mapping, returned to the kernel when freed; both paths get the same setting.
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="1048576")
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env,
-                          cwd=os.path.dirname(os.path.abspath(__file__)))
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
     if proc.returncode != 0:
         return {"path": path, "error": f"exit {proc.returncode}: {proc.stderr.strip()[-800:]}"}
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -194,9 +179,9 @@ def bench_distill(args=None) -> dict:
     paths = [p for p in getattr(args, "paths", ",".join(PATHS)).split(",") if p]
     results = {}
     for path in paths:
-        print(f"[bench_distill] {path} ...", file=sys.stderr, flush=True)
+        print(f"[bench distill] {path} ...", file=sys.stderr, flush=True)
         results[path] = _in_fresh_process(path, cfg)
-        print(f"[bench_distill] {path}: {results[path]}", file=sys.stderr, flush=True)
+        print(f"[bench distill] {path}: {results[path]}", file=sys.stderr, flush=True)
     comparisons = {}
     for support in ("topk", "full"):
         nv, ck = results.get(f"naive_{support}"), results.get(f"chunked_{support}")
@@ -230,8 +215,8 @@ def main(argv=None):
         print(json.dumps(_run_path(args._path, json.loads(args._cfg))))
         return
     result = bench_distill(args)
-    if args.small and args.out == "bench_results/distill.json":
-        args.out = "bench_results/distill-small.json"            # never overwrite the full run
+    if args.small and args.out == os.path.join(OUT, "distill.json"):
+        args.out = os.path.join(OUT, "distill-small.json")       # never overwrite the full run
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
     with open(args.out, "w") as f:
         json.dump(result, f, indent=2)

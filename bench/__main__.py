@@ -1,0 +1,47 @@
+"""python -m bench {reward,distill,table,gpu}: the one entry point of the benchmarks (see bench/__init__.py)."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from bench import OUT
+from bench.gpu import add_arguments as gpu_arguments
+from bench.gpu import bench_gpu
+from bench.memory import bench_distill
+from bench.reward_speed import bench_reward
+from bench.table import bench_table
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("reward", help="verifier throughput / latency")
+    d = sub.add_parser("distill", help="loss memory and time at Qwen3-4B sizes")
+    d.add_argument("--small", action="store_true", help="a quick, small-size sanity version")
+    t = sub.add_parser("table", help="Table 1 in miniature on the toy world")
+    t.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    t.add_argument("--eval-k", type=int, default=1)
+    t.add_argument("--threads", type=int, default=2)
+    t.add_argument("--runs-dir", default="runs")
+    gpu_arguments(sub.add_parser("gpu", help="Phase-2 memory/time at Qwen3-4B size on one GPU"))
+    args = p.parse_args(argv)
+    if args.cmd == "gpu":
+        res = bench_gpu(args)
+    elif args.cmd == "reward":
+        res = bench_reward(args)
+    elif args.cmd == "distill":
+        res = bench_distill(args)
+    else:
+        res = bench_table(args)
+    if args.cmd != "table":
+        os.makedirs(OUT, exist_ok=True)
+        name = f"{args.cmd}-small" if getattr(args, "small", False) else args.cmd   # keep full results
+        with open(os.path.join(OUT, f"{name}.json"), "w") as f:
+            json.dump(res, f, indent=1, default=str)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
