@@ -207,8 +207,9 @@ def paper_math(seed: int, n_train: int = PAPER_TRAIN, n_test: int = PAPER_HELDOU
         ds = datasets.load_dataset(PAPER_MATH, "default", split="train")
     except Exception as e:  # offline, no such cache, hub errors: many types, one readable line
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise DataError(f"could not load {PAPER_MATH} (no network access?): {first}. "
-                        f"{_fix_hint(PAPER_MATH)}") from None
+        hint = _fix_hint(PAPER_MATH)
+        raise DataError(f"could not load {PAPER_MATH} (no network access?): {first.rstrip('.')}. "
+                        f"{hint[0].upper()}{hint[1:]}") from None
     wanted = ("uuid", "problem", "answer", "solution", "correctness_math_verify")
     cols = [c for c in wanted if c in (getattr(ds, "column_names", None) or wanted)]
     if hasattr(ds, "select_columns"):
