@@ -168,8 +168,6 @@ def resolve(args) -> argparse.Namespace:
     return args
 
 
-
-
 def gen_kwargs(args) -> dict:
     """Training-time sampling (paper: T = 0.7, top-p 1.0, 16K new tokens)."""
     return sampling(args.temperature, args.top_p, args.max_new_tokens, args.gen_batch)
@@ -185,7 +183,10 @@ def phase1(args, model, tok, n1, run: Run) -> None:
     if run.ckpt is None or not os.path.exists(rev_path):
         t0 = time.time()
         if args.revisions:
-            rows = read_jsonl(args.revisions)
+            try:
+                rows = read_jsonl(args.revisions)
+            except (OSError, ValueError) as e:
+                raise SystemExit(f"error: --revisions {args.revisions}: {e}") from None
             stats = {"source": args.revisions, "kept": len(rows), "generations": 0, "generated_tokens": 0}
         else:
             run.say(f"[phase 1] collecting self-revisions on {len(n1)} questions "
