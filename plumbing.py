@@ -207,10 +207,11 @@ class Table:
             ev, rolls, rewards = evaluate_model(model, self.tok, self.items, task=a.task, k=a.eval_k,
                                                 phrases=phrases, gen=self.gen, progress=not a.quiet,
                                                 return_rolls=True)
-            if self.pool is None:                 # the first model's answers become the shared pool
+            if self.pool is None and not self.rows:   # the first model's answers become the pool
                 self.pool = revision_pool(self.items, rolls, rewards)
                 save_pool(self.pool_path, self.pool)
-            ev["pool"] = self.pool_probe(model, phrases)
+            if self.pool is not None:             # (a run resumed from before pools existed has none)
+                ev["pool"] = self.pool_probe(model, phrases)
             used = re.match(r"\d+", str(generations))                 # "2800 (Phase 1)" -> 2800
             ev["generations_used"] = int(used.group()) if used else None  # report.py's x axis
             return ev
