@@ -5,7 +5,9 @@ SD-Zero (arXiv 2604.12002) reports (its §4 and appendix tables):
   pass@k estimator 1 − C(n−c, k)/C(n, k) (Chen et al. 2021).
 * revision ability (Table 9): sample y, grade it, append P_r by its reward, sample one revision,
   grade the revision. correction rate = share of initially *wrong* answers the revision fixes;
-  break rate = share of initially *right* answers the revision breaks.
+  break rate = share of initially *right* answers the revision breaks. Measured twice: on each
+  model's own answers, and on a *shared pool* of fixed initial answers (by default the base model's)
+  that every model revises, so that only the reviser differs between rows (``--pool``/``--pool-from``).
 * response length and the rate of explicit self-revision phrases (Fig. 3, 6).
 * token self-localisation (Fig. 4, §4): under the Phase-2 teacher layout X + Y' + S(P_r) + Y, the
   per-token KL(generator ‖ reviser) and the "token KL reward" log p_gen(y_t) − log p_rev(y_t).
@@ -14,6 +16,7 @@ SD-Zero (arXiv 2604.12002) reports (its §4 and appendix tables):
   sorted buckets) per group, and writes a self-contained HTML heat map of the tokens.
 
     python evaluate.py --model runs/toy/srt --model runs/toy/final --data toy --k 8 --selfloc
+    python evaluate.py --model runs/toy/srt --model runs/toy/final --data toy --pool-from <base model>
 """
 from __future__ import annotations
 
@@ -35,7 +38,7 @@ import data as data_mod
 import distill
 import reward
 import toy
-from generate import ModelLoadError, eos_ids, load_model, rollout, sampling
+from generate import ModelLoadError, eos_ids, load_model, prompt_ids, rollout, sampling
 from revise import (P_CORRECT, P_WRONG, Phrases, grade, phase2_batch, phrase_ids, reviser_prompt,
                     sample_and_grade)
 
@@ -93,8 +96,13 @@ def revision_ability(model, tok, items, rolls, rewards, *, task="math", phrases=
 
 
 def evaluate_model(model, tok, items, *, task="math", k=1, phrases=Phrases(), gen=None,
-                   revision=True, keywords=DEFAULT_KEYWORDS, progress=False) -> dict:
-    """avg@k, pass@k, length, truncation, keyword rate and (optionally) revision ability."""
+                   revision=True, keywords=DEFAULT_KEYWORDS, progress=False, return_rolls=False):
+    """avg@k, pass@k, length, truncation, keyword rate and (optionally) revision ability.
+
+    ``return_rolls=True`` also returns the sampled answers and their rewards, as
+    (metrics, rolls, rewards): train.py builds the shared revision pool from the base model's
+    answers without sampling them a second time. It changes nothing else (no extra RNG draws).
+    """
     rolls, rewards = sample_and_grade(model, tok, items, task=task, n=k, phrases=phrases, gen=gen,
                                       progress=progress, desc="eval")
     per_q = {}
@@ -112,7 +120,88 @@ def evaluate_model(model, tok, items, *, task="math", k=1, phrases=Phrases(), ge
     if revision:
         out["revision"] = revision_ability(model, tok, items, rolls, rewards, task=task,
                                            phrases=phrases, gen=gen, progress=progress)
-    return out
+    return (out, rolls, rewards) if return_rolls else out
+
+
+# --------------------------------------------------------------------------------------------
+# Revision ability on a shared pool (Table 9, asked the paper's way)
+# --------------------------------------------------------------------------------------------
+# ``revision_ability`` above asks each model to revise *its own* answers. That mixes two things:
+# how good the model is at revising, and which answers it happens to write. A model whose wrong
+# answers are only its hardest questions gets a low correction rate however good a reviser it is;
+# and the SRT model already revises inside its answer, so appending P_r to it asks for a second
+# revision of a revision. The paper's question is "given the same flawed answer, who fixes it?".
+# So here every model revises one *fixed pool* of initial answers (by default the base model's first
+# answer per held-out question, wrong and right ones, stored once in the run folder). Only the
+# reviser changes between rows; the answers, their verdicts and therefore P_r are identical.
+def revision_pool(items: list[dict], rolls, rewards) -> list[dict]:
+    """The pool: the first sampled answer per question, with its ids, text and verdict.
+
+    Ids are kept exactly as sampled (see generate.py: decoding and re-encoding can change the
+    tokens), so a model with the same tokenizer revises exactly the answer that was graded.
+    """
+    pool, seen = [], set()
+    for r, rw in zip(rolls, rewards):
+        if r.index in seen:
+            continue
+        seen.add(r.index)
+        it = items[r.index]
+        pool.append({"index": r.index, "id": it.get("id", r.index), "question": it["question"],
+                     "prompt_ids": list(r.prompt_ids), "y_init_ids": list(r.completion_ids),
+                     "y_init_text": r.text, "finished": r.finished, "reward": float(rw)})
+    return sorted(pool, key=lambda e: e["index"])
+
+
+def save_pool(path: str, pool: list[dict]) -> None:
+    """One JSON line per pool entry; written beside and renamed, so a kill leaves no half file."""
+    with open(path + ".tmp", "w") as f:
+        for e in pool:
+            f.write(json.dumps(e) + "\n")
+    os.replace(path + ".tmp", path)
+
+
+def load_pool(path: str) -> list[dict]:
+    return [json.loads(line) for line in open(path) if line.strip()]
+
+
+def shared_pool_revision(model, tok, items, pool: list[dict], *, task="math", phrases=Phrases(),
+                         gen=None, progress=False) -> dict:
+    """Table 9 on a fixed pool: each pool answer + S(P_r by *its* stored reward) -> one revision.
+
+    Only the revision is graded (the pool's verdict is never recomputed, so every model starts from
+    the same right/wrong split). correction_rate = fixed share of the pool's wrong answers;
+    break_rate = broken share of its right ones; revised_acc = accuracy after one revision.
+    A pool built with another tokenizer cannot be fed as ids: its answer text is re-encoded for
+    this model (counted in ``retokenized``), which is the best a different vocabulary allows.
+    """
+    eos = eos_ids(model, tok)
+    s_ids = {p: phrase_ids(tok, p) for p in (phrases.correct, phrases.wrong)}
+    prompts, graded, retok = [], [], 0
+    for e in pool:
+        i = e["index"]
+        if i >= len(items) or items[i]["question"] != e["question"]:
+            raise ValueError(f"revision pool entry {e['id']!r} does not match held-out question {i}; "
+                             "a pool must be built on the same questions, in the same order")
+        x, y = e["prompt_ids"], e["y_init_ids"]
+        own_x = prompt_ids(tok, e["question"], task)
+        if own_x != x:                        # another tokenizer or chat template built the pool
+            x, y, retok = own_x, tok(e["y_init_text"], add_special_tokens=False)["input_ids"], retok + 1
+        prompts.append(reviser_prompt(x, y, s_ids[phrases.pick(e["reward"])], eos))
+        graded.append(items[i])
+    revs = rollout(model, tok, prompts, n=1, progress=progress, desc="pool revisions", **(gen or {}))
+    r_rev = grade(task, [r.text for r in revs], graded, phrases)
+    wrong = [j for j, e in enumerate(pool) if e["reward"] < 0.5]
+    right = [j for j, e in enumerate(pool) if e["reward"] >= 0.5]
+    n = max(len(pool), 1)
+    return {
+        "pool_size": len(pool), "n_wrong": len(wrong), "n_right": len(right),
+        "init_acc": len(right) / n,
+        "revised_acc": sum(r_rev) / n,
+        "correction_rate": (sum(r_rev[j] for j in wrong) / len(wrong)) if wrong else float("nan"),
+        "break_rate": (sum(1 - r_rev[j] for j in right) / len(right)) if right else float("nan"),
+        "revised_tokens": sum(r.num_tokens for r in revs) / n, "retokenized": retok,
+        "generations": len(revs), "generated_tokens": sum(r.num_tokens for r in revs),
+    }
 
 
 def json_safe(obj):
@@ -129,12 +218,13 @@ def json_safe(obj):
 def results_table(rows: list[tuple[str, dict]], budgets: dict) -> str:
     """train.py's held-out table: one row per model, with the generations each one used."""
     k = rows[0][1]["k"]
-    lines = [f"| model | avg@{k} | pass@{k} | correction rate | revised acc | mean tokens | "
-             f"truncated | generations used |", "|" + "---|" * 8]
+    lines = [f"| model | avg@{k} | pass@{k} | correction rate | revised acc | pool correction | "
+             f"pool break | mean tokens | truncated | generations used |", "|" + "---|" * 10]
     for name, ev in rows:
-        rv = ev.get("revision", {})
+        rv, pl = ev.get("revision", {}), ev.get("pool", {})
         lines.append(f"| {name} | {fmt_pct(ev[f'avg@{k}'])} | {fmt_pct(ev[f'pass@{k}'])} | "
                      f"{fmt_pct(rv.get('correction_rate'))} | {fmt_pct(rv.get('revised_acc'))} | "
+                     f"{fmt_pct(pl.get('correction_rate'))} | {fmt_pct(pl.get('break_rate'))} | "
                      f"{ev['mean_tokens']:.1f} | {fmt_pct(ev['truncated_share'])} | "
                      f"{budgets.get(name, '-')} |")
     return "\n".join(lines)
@@ -305,6 +395,13 @@ def main(argv=None) -> int:
     p.add_argument("--teacher", default=None, help="reviser for --selfloc (default: the same checkpoint)")
     p.add_argument("--selfloc-n", type=int, default=200, help="responses analysed (paper: 200)")
     p.add_argument("--selfloc-support", choices=["full", "topk"], default="full")
+    pool = p.add_mutually_exclusive_group()
+    pool.add_argument("--pool", default=None, metavar="FILE",
+                      help="shared-pool revision probe: every --model revises the answers in FILE "
+                           "(a revision_pool.jsonl, e.g. runs/<name>/revision_pool.jsonl)")
+    pool.add_argument("--pool-from", default=None, metavar="MODEL",
+                      help="shared-pool probe: build the pool from MODEL's first answer per question "
+                           "(sampled with --seed), save it beside --out, then probe every --model on it")
     p.add_argument("--out", default="eval.json")
     p.add_argument("--html", default="selfloc.html")
     p.add_argument("--seed", type=int, default=0)
@@ -332,6 +429,11 @@ def main(argv=None) -> int:
     keywords = tuple(k.strip() for k in args.keywords.split(",") if k.strip())
     report = {"args": vars(args), "verifier_version": reward.VERIFIER_VERSION,
               "questions": len(items), "models": {}}
+    pool, pool_file = cli_pool(args, items, phrases, gen)
+    if pool is not None:
+        report["pool"] = {"source": args.pool or args.pool_from, "file": pool_file,
+                          "size": len(pool), "wrong": sum(e["reward"] < 0.5 for e in pool),
+                          "right": sum(e["reward"] >= 0.5 for e in pool)}
     for i, name in enumerate(args.model):
         label = name if name not in report["models"] else f"{name} #{i + 1}"
         t0 = time.time()
@@ -355,6 +457,14 @@ def main(argv=None) -> int:
                 args.html.replace(".html", f"-{i + 1}.html")
             selfloc_html(html_path, tok, sub, rolls, rws, scores, phrases, title=name)
             ev["selfloc"]["html"] = html_path
+        if pool is not None:
+            random.seed(args.seed + 2)
+            torch.manual_seed(args.seed + 2)         # its own seed, after everything above
+            try:
+                ev["pool"] = shared_pool_revision(model, tok, items, pool, task=args.task, phrases=phrases,
+                                                  gen=gen, progress=not args.quiet)
+            except ValueError as e:
+                raise SystemExit(f"error: {e}") from None
         ev["seconds"] = round(time.time() - t0, 1)
         report["models"][label] = ev
         del model
@@ -365,20 +475,54 @@ def main(argv=None) -> int:
     return 0
 
 
+def cli_pool(args, items, phrases, gen) -> tuple[list[dict] | None, str | None]:
+    """(pool, its file) for ``--pool FILE`` or ``--pool-from MODEL``; (None, None) without either.
+
+    --pool-from samples MODEL's answers with the same seed (and batch size) as each model's own
+    evaluation, so with --k 1 the pool is exactly MODEL's evaluated answers when it is also a --model.
+    """
+    if args.pool:
+        return load_pool(args.pool), args.pool
+    if not args.pool_from:
+        return None, None
+    try:
+        model, tok = load_model(args.pool_from, quiet=args.quiet)
+    except ModelLoadError as e:
+        raise SystemExit(f"error: {e}") from None
+    random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    rolls, rws = sample_and_grade(model, tok, items, task=args.task, n=1, phrases=phrases, gen=gen,
+                                  progress=not args.quiet, desc="pool answers")
+    pool = revision_pool(items, rolls, rws)
+    path = os.path.join(os.path.dirname(os.path.abspath(args.out)), "revision_pool.jsonl")
+    save_pool(path, pool)
+    del model
+    return pool, path
+
+
 def render(report: dict, k: int) -> str:
     """The side-by-side table printed on stdout (every figure is also in the JSON)."""
     lines = [f"{report['questions']} questions, k={k}, verifier {report['verifier_version']}",
              "correction rate = share of initially wrong answers that the one revision fixes; "
-             "break rate = share of initially right answers the revision breaks.", "",
+             "break rate = share of initially right answers the revision breaks. Plain columns: "
+             "each model revises its own answers; pool columns: every model revises the same answers.",
+             "",
              f"| model | avg@{k} | pass@{k} | init acc | revised acc | correction | break | "
-             "mean tokens | truncated | keyword rate |", "|" + "---|" * 10]
+             "pool correction | pool break | pool revised acc | mean tokens | truncated | keyword rate |",
+             "|" + "---|" * 13]
     for name, ev in report["models"].items():
-        rv = ev.get("revision", {})
+        rv, pl = ev.get("revision", {}), ev.get("pool", {})
         lines.append(f"| {name} | {fmt_pct(ev[f'avg@{k}'])} | {fmt_pct(ev[f'pass@{k}'])} | "
                      f"{fmt_pct(rv.get('init_acc'))} | {fmt_pct(rv.get('revised_acc'))} | "
                      f"{fmt_pct(rv.get('correction_rate'))} | {fmt_pct(rv.get('break_rate'))} | "
+                     f"{fmt_pct(pl.get('correction_rate'))} | {fmt_pct(pl.get('break_rate'))} | "
+                     f"{fmt_pct(pl.get('revised_acc'))} | "
                      f"{ev['mean_tokens']:.1f} | {fmt_pct(ev['truncated_share'])} | "
                      f"{fmt_pct(ev['keyword_rate'])} |")
+    if report.get("pool"):
+        p = report["pool"]
+        lines += ["", f"pool = {p['size']} fixed initial answers ({p['wrong']} wrong, {p['right']} right) "
+                  f"from {p['source']}; every model revised exactly these (see eval.json)."]
     sl = [(n, ev["selfloc"]) for n, ev in report["models"].items() if "selfloc" in ev]
     if sl:
         lines += ["", "Token self-localisation (Fig. 4): share of each response's KL in its top 10 % "

@@ -10,7 +10,8 @@ for days lives here, so that it does not stand between the reader and the method
                    rounding back to bf16 (why: see the class).
 * schedules      — the SRT cosine and the official Phase-2 warm-up-then-constant.
 * ``step_optimizer`` + ``BadSteps`` — clip, skip a non-finite step, stop if it keeps happening.
-* ``Table``      — the held-out table at the end of a run: one cached evaluation per model.
+* ``Table``      — the held-out table at the end of a run: one cached evaluation per model, and the
+                   shared revision pool (revision_pool.jsonl) every model revises.
 * RNG state, atomic writes, a progress bar.
 """
 from __future__ import annotations
@@ -19,6 +20,7 @@ import json
 import math
 import os
 import random
+import re
 import shutil
 import warnings
 
@@ -26,7 +28,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from evaluate import evaluate_model, fmt_pct, json_safe, results_table
+from evaluate import (evaluate_model, fmt_pct, json_safe, load_pool, results_table, revision_pool,
+                      save_pool, shared_pool_revision)
 from revise import Phrases
 
 
@@ -177,28 +180,65 @@ class Run:
 
 
 class Table:
-    """The held-out table: one evaluation per model (cached in eval.json), then table.md."""
+    """The held-out table: one evaluation per model (cached in eval.json), then table.md.
+
+    Besides each model's own figures, every model revises one shared pool of fixed initial answers
+    (evaluate.shared_pool_revision): the first model added (the base, or the start model of
+    --phase distill) defines it from the answers its evaluation already sampled, and it is stored
+    as revision_pool.jsonl, so a resumed run probes the later models on the same pool.
+    """
 
     def __init__(self, args, run: Run, tok, items, gen: dict):
         self.args, self.run, self.tok, self.items, self.gen = args, run, tok, items, gen
         self.rows, self.budgets = [], {}
+        self.pool_path = run.path("revision_pool.jsonl")
+        # Only a resumed run trusts a pool already on disk; a fresh run rebuilds it from its base.
+        self.pool = load_pool(self.pool_path) if args.resume and os.path.exists(self.pool_path) else None
 
     def add(self, name, model, generations: str) -> None:
         a = self.args
         self.budgets[name] = generations
         if a.no_eval or not self.items:
             return
+        phrases = Phrases(a.p_correct, a.p_wrong)
 
         def compute():
             seed_all(a.seed + 7)                  # every model sees the same sampling seed
-            return evaluate_model(model, self.tok, self.items, task=a.task, k=a.eval_k,
-                                  phrases=Phrases(a.p_correct, a.p_wrong), gen=self.gen,
-                                  progress=not a.quiet)
+            ev, rolls, rewards = evaluate_model(model, self.tok, self.items, task=a.task, k=a.eval_k,
+                                                phrases=phrases, gen=self.gen, progress=not a.quiet,
+                                                return_rolls=True)
+            if self.pool is None and not self.rows:   # the first model's answers become the pool
+                self.pool = revision_pool(self.items, rolls, rewards)
+                save_pool(self.pool_path, self.pool)
+            if self.pool is not None:             # (a run resumed from before pools existed has none)
+                ev["pool"] = self.pool_probe(model, phrases)
+            used = re.match(r"\d+", str(generations))                 # "2800 (Phase 1)" -> 2800
+            ev["generations_used"] = int(used.group()) if used else None  # report.py's x axis
+            return ev
         ev = self.run.cached_eval(name, compute)
         self.rows.append((name, ev))
+        pool = ev.get("pool", {})
         self.run.say(f"[eval] {name}: avg@{a.eval_k} {fmt_pct(ev[f'avg@{a.eval_k}'])}%  "
                      f"correction {fmt_pct(ev['revision']['correction_rate'])}%  "
+                     f"pool correction {fmt_pct(pool.get('correction_rate'))}% "
+                     f"break {fmt_pct(pool.get('break_rate'))}%  "
                      f"mean tokens {ev['mean_tokens']:.1f}")
+
+    def pool_probe(self, model, phrases) -> dict:
+        """The shared-pool revision probe under its own seed, leaving the RNG exactly as it was.
+
+        The existing evaluation is seeded before it runs (seed + 7), so the probe cannot change it;
+        but what runs *after* the table (a baseline's first rollouts, for one) continues from the
+        RNG state the evaluation left. Saving and restoring that state keeps every other number of
+        a run identical to a run without the probe.
+        """
+        a, state = self.args, rng_state()
+        seed_all(a.seed + 13)
+        try:
+            return shared_pool_revision(model, self.tok, self.items, self.pool, task=a.task,
+                                        phrases=phrases, gen=self.gen, progress=not a.quiet)
+        finally:
+            set_rng_state(state)
 
     def write(self) -> None:
         if not self.rows:

@@ -39,6 +39,7 @@ import torch
 import baselines
 import data as data_mod
 import distill
+import report
 import toy
 from generate import ModelLoadError, eos_ids, load_model, rollout_metrics, sampling
 from plumbing import (BadSteps, Run, Table, cosine_schedule, make_optimizer, progress, read_jsonl, seed_all,
@@ -440,7 +441,8 @@ def main(argv=None) -> int:
         table.add("SD-Zero" if args.phase == "all" else "Phase 2 only", load(run.path("final"))[0],
                   f"{gens} ({gens - spent[0]} in Phase 2)")
     table.write()
-    run.say(f"\ntotal wall time {time.time() - t_start:.0f}s; outputs in {run_dir}/")
+    charts = report.write_report([run_dir])       # report.html: the run's curves as inline SVG
+    run.say(f"\ntotal wall time {time.time() - t_start:.0f}s; outputs in {run_dir}/ (charts: {charts})")
     return 0
 
 

@@ -2,7 +2,7 @@
 
     python -m bench reward     # verifier throughput, worst-case latency, sandbox overhead -> bench/results/reward.json
     python -m bench distill    # loss memory: chunked vs the plain reference (Qwen3-4B)   -> bench/results/distill.json
-    python -m bench table      # paper Table 1 in miniature on the toy world              -> bench/results/table.{json,md}
+    python -m bench table      # paper Table 1 in miniature on the toy world              -> bench/results/table.{json,md,html}
     python -m bench gpu        # 2 Phase-2 steps of a random Qwen3-4B on one GPU           -> bench/results/gpu.json
 
 Run from the repository root. Each benchmark lives in its own module here (reward_speed, memory,

@@ -4,7 +4,8 @@ Every method is trained from the same toy base model on the same training questi
 generation budget (paper App. C.2: SD-Zero's own count, Phase 1 + Phase 2), for several seeds, and
 evaluated on the same held-out questions with the same sampling seed. Rows: base, RFT, GRPO, SDFT,
 SRT only, SD-Zero, and the Table 12 ablation "Phase 2 without Phase 1". It takes tens of minutes on
-2 cores. Every figure in the table comes from the runs' own eval.json / metrics.jsonl.
+2 cores. Every figure in the table comes from the runs' own eval.json / metrics.jsonl; table.html
+draws the first seed's runs with report.py.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import subprocess
 import sys
 import time
 
+import report
 from bench import OUT, ROOT
 
 
@@ -93,6 +95,10 @@ def bench_table(args) -> dict:
             {**_summ(ev["Phase 2 only"], args.eval_k), "generations": last["generations"],
              "generated_tokens": last["generated_tokens"], "wall_s": wall})
         _write_table(rows, args)                       # partial results survive an interruption
+    # The learning-efficiency picture: one line per method (the first seed's runs) on one page.
+    first = [os.path.join(runs_dir, f"table-{m}-s{args.seeds[0]}")
+             for m in ("sdzero", "rft", "grpo", "sdft", "p2only")]
+    print("charts:", report.write_report(first, os.path.join(OUT, "table.html")), flush=True)
     return _write_table(rows, args)
 
 

@@ -122,3 +122,113 @@ def test_cli_end_to_end_two_models(tiny_dir, tmp_path, capsys):
     assert rep["verifier_version"]
     printed = capsys.readouterr().out
     assert "avg@2" in printed and "correction" in printed
+
+
+# --------------------------------------------------------------------------------------------
+# Revision ability on a shared pool: every model revises the same fixed initial answers
+# --------------------------------------------------------------------------------------------
+def _scripted_rolls(tok, prompts, texts, finished=True):
+    return [Rollout(i, list(p), tok(x, add_special_tokens=False)["input_ids"] + [tok.eos_token_id], x, finished)
+            for i, (p, x) in enumerate(zip(prompts, texts))]
+
+
+def test_shared_pool_arithmetic_on_scripted_generator(tiny, monkeypatch):
+    """Pool of 4: 2 right (one revision keeps it, one breaks it), 2 wrong (one fixed, one missed).
+    P_r follows the *pool's* verdict, and only the revision is graded."""
+    model, tok = tiny
+    items = [{"question": f"What is {i}+0?", "answer": str(i)} for i in range(4)]
+    xs = [evaluate.prompt_ids(tok, it["question"]) for it in items]
+    init = _scripted_rolls(tok, xs, ["\\boxed{0}", "\\boxed{1}", "\\boxed{9}", "\\boxed{9}"])
+    pool = evaluate.revision_pool(items, init, [1.0, 1.0, 0.0, 0.0])
+    assert [e["reward"] for e in pool] == [1.0, 1.0, 0.0, 0.0] and pool[2]["y_init_text"] == "\\boxed{9}"
+    seen = []
+
+    def fake_rollout(m, t, prompts, *, n=1, **kw):
+        seen.append([t.decode(p) for p in prompts])
+        return _scripted_rolls(t, prompts, ["\\boxed{0}", "\\boxed{7}", "\\boxed{2}", "\\boxed{8}"])
+
+    monkeypatch.setattr(evaluate, "rollout", fake_rollout)
+    rv = evaluate.shared_pool_revision(model, tok, items, pool)
+    assert rv["correction_rate"] == 0.5 and rv["break_rate"] == 0.5 and rv["revised_acc"] == 0.5
+    assert rv["n_wrong"] == 2 and rv["n_right"] == 2 and rv["init_acc"] == 0.5
+    assert rv["generations"] == 4 and rv["retokenized"] == 0
+    assert "rephrase" in seen[0][1] and "start over" in seen[0][2]
+    assert seen[0][2].count("\\boxed{9}") == 1              # the pool answer is in the reviser's prompt
+    # A pool built on other questions is refused, not silently graded against the wrong answers.
+    with pytest.raises(ValueError):
+        evaluate.shared_pool_revision(model, tok, items[1:] + items[:1], pool)
+
+
+def test_every_model_revises_the_same_pool(tiny_dir, tmp_path, monkeypatch, capsys):
+    """--pool-from A with --model A --model B: both models receive identical reviser prompts (the
+    same answers, the same P_r), and --pool FILE later replays exactly those prompts."""
+    from conftest import build_tiny
+    other = build_tiny(tmp_path / "other", seed=1)            # same tokenizer, different weights
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps({"question": f"What is {i}+1?", "answer": str(i + 1)}) + "\n"
+                            for i in range(5)))
+    real, calls = evaluate.rollout, []
+
+    def recording_rollout(model, tok, prompts, **kw):
+        if kw.get("desc") == "pool revisions":
+            calls.append((id(model), [list(p) for p in prompts]))
+        return real(model, tok, prompts, **kw)
+
+    monkeypatch.setattr(evaluate, "rollout", recording_rollout)
+    out = tmp_path / "e.json"
+    common = ["--data", str(data), "--k", "1", "--max-new-tokens", "6", "--quiet", "--threads", "1"]
+    assert evaluate.main(["--model", tiny_dir, "--model", other, "--pool-from", tiny_dir,
+                          "--out", str(out)] + common) == 0
+    assert len(calls) == 2 and calls[0][0] != calls[1][0]            # two models ...
+    assert calls[0][1] == calls[1][1]                                 # ... the same prompts
+    rep = json.loads(out.read_text())
+    pool = evaluate.load_pool(rep["pool"]["file"])
+    assert len(pool) == 5 and rep["pool"]["size"] == 5
+    a, b = rep["models"].values()
+    for ev in (a, b):
+        assert ev["pool"]["n_wrong"] + ev["pool"]["n_right"] == 5
+        assert ev["pool"]["n_wrong"] == sum(e["reward"] < 0.5 for e in pool)
+    assert "pool correction" in capsys.readouterr().out
+    # The same pool from its file, probed on B alone: the very same prompts again.
+    assert evaluate.main(["--model", other, "--pool", rep["pool"]["file"],
+                          "--out", str(tmp_path / "e2.json")] + common) == 0
+    assert calls[2][1] == calls[0][1]
+
+
+def test_table_pool_keeps_existing_eval_and_rng(tiny_dir, tmp_path):
+    """train.py's table: the pool is the first model's own sampled answers, saved once; adding the
+    probe changes neither the existing figures nor the RNG state the rest of a run continues from;
+    a resumed table reloads the same pool."""
+    import random
+    from types import SimpleNamespace
+
+    from conftest import build_tiny
+    from generate import load_model
+    from plumbing import Run, Table, seed_all
+    items = [{"question": f"What is {i}+2?", "answer": str(i + 2)} for i in range(6)]
+    gen = {"max_new_tokens": 6, "temperature": 1.0, "batch_size": 8}
+    args = SimpleNamespace(seed=3, task="math", eval_k=1, p_correct=revise.P_CORRECT, p_wrong=revise.P_WRONG,
+                           quiet=True, no_eval=False, resume=False, temperature=1.0, max_new_tokens=6)
+    a, tok = load_model(tiny_dir, device="cpu", quiet=True)
+    b = load_model(build_tiny(tmp_path / "b", seed=2), device="cpu", quiet=True)[0]
+
+    seed_all(args.seed + 7)                                 # what the table computed before the probe
+    plain, rolls, rws = evaluate.evaluate_model(a, tok, items, gen=gen, return_rolls=True)
+    after_plain = (torch.get_rng_state(), random.getstate())
+
+    run = Run(str(tmp_path / "run"), {}, resume=False)
+    table = Table(args, run, tok, items, gen)
+    table.add("base", a, "0")
+    assert (torch.equal(torch.get_rng_state(), after_plain[0]) and random.getstate() == after_plain[1])
+    ev = run.evals["base"]
+    assert {k: v for k, v in ev.items() if k not in ("pool", "generations_used")} == evaluate.json_safe(plain)
+    assert ev["generations_used"] == 0 and ev["pool"]["pool_size"] == 6
+    pool = evaluate.load_pool(run.path("revision_pool.jsonl"))
+    assert pool == evaluate.revision_pool(items, rolls, rws)        # the base's evaluated answers
+    table.add("other", b, "12 (in Phase 2)")
+    assert run.evals["other"]["generations_used"] == 12
+    assert "| pool correction | pool break |" in evaluate.results_table(table.rows, table.budgets)
+
+    resumed = Table(SimpleNamespace(**{**vars(args), "resume": True}), Run(str(tmp_path / "run"), {}, True),
+                    tok, items, gen)
+    assert resumed.pool == pool
