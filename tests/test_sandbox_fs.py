@@ -370,15 +370,22 @@ def test_unprivileged_user_gets_containment_from_a_user_namespace():
         view.mkdir()
         exe = view / os.path.relpath(os.path.realpath(sys.executable), prefix)
         real = [os.path.realpath(p) for p in sys.path if p and os.path.isdir(p)]
-        pypath = [str(view / os.path.relpath(p, prefix)) if p.startswith(prefix + os.sep) else p for p in real]
+        # The repository may sit under a directory uid 65534 cannot enter either (CI clones into a
+        # mode-700 mktemp folder): show it the same way.
+        repo = base / "repo"
+        repo.mkdir()
+        pypath = [str(view / os.path.relpath(p, prefix)) if p.startswith(prefix + os.sep) else
+                  str(repo / os.path.relpath(p, ROOT)) if p == str(ROOT) or p.startswith(str(ROOT) + os.sep)
+                  else p for p in real]
         src, paths = attack_program("open(V + '/new.txt', 'w').write('x')\nos.remove(V + '/data.txt')", victim)
         script = base / "unpriv.py"
         script.write_text(_UNPRIV)
         script.chmod(0o644)
         inner = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "env", "-i", "PATH=/usr/bin:/bin",
-                 f"PYTHONPATH={os.pathsep.join(pypath)}", "HOME=/tmp", str(exe), str(script), str(ROOT),
+                 f"PYTHONPATH={os.pathsep.join(pypath)}", "HOME=/tmp", str(exe), str(script), str(repo),
                  str(victim), src]
-        shell = f'mount --bind {shlex.quote(prefix)} {shlex.quote(str(view))} && exec "$@"'
+        shell = (f'mount --bind {shlex.quote(prefix)} {shlex.quote(str(view))} && '
+                 f'mount --bind {shlex.quote(str(ROOT))} {shlex.quote(str(repo))} && exec "$@"')
         before = snapshot(victim)
         r = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", shell, "sh", *inner],
                            capture_output=True, text=True, timeout=120)
