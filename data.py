@@ -139,6 +139,19 @@ def split_phases(rows: list[dict], n_phase1: int, seed: int = 0) -> tuple[list[d
     return [rows[i] for i in order[:k]], [rows[i] for i in order[k:]]
 
 
+def write_jsonl_atomic(path: str, rows: list[dict]) -> None:
+    """One JSON object per line, written beside and renamed: a kill never leaves half a file."""
+    with open(path + ".tmp", "w") as f:
+        for r in rows:
+            f.write(json.dumps(r) + "\n")
+    os.replace(path + ".tmp", path)
+
+
+def read_jsonl(path: str) -> list[dict]:
+    """A run's own JSONL files (revisions.jsonl, revision_pool.jsonl): no schema, no field mapping."""
+    return [json.loads(line) for line in open(path) if line.strip()]
+
+
 # --------------------------------------------------------------------------------------------
 # Data order in the two loops: fixed by the seed, so a step number is a resumable position
 # --------------------------------------------------------------------------------------------

@@ -154,14 +154,11 @@ def revision_pool(items: list[dict], rolls, rewards) -> list[dict]:
 
 def save_pool(path: str, pool: list[dict]) -> None:
     """One JSON line per pool entry; written beside and renamed, so a kill leaves no half file."""
-    with open(path + ".tmp", "w") as f:
-        for e in pool:
-            f.write(json.dumps(e) + "\n")
-    os.replace(path + ".tmp", path)
+    data_mod.write_jsonl_atomic(path, pool)
 
 
 def load_pool(path: str) -> list[dict]:
-    return [json.loads(line) for line in open(path) if line.strip()]
+    return data_mod.read_jsonl(path)
 
 
 def shared_pool_revision(model, tok, items, pool: list[dict], *, task="math", phrases=Phrases(),

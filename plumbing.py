@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from data import read_jsonl, write_jsonl_atomic  # noqa: F401  (train.py and baselines.py use them from here)
 from evaluate import (evaluate_model, fmt_pct, json_safe, load_pool, results_table, revision_pool,
                       save_pool, shared_pool_revision)
 from revise import Phrases
@@ -65,17 +66,6 @@ def atomic_torch_save(obj, path: str) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
-
-
-def write_jsonl_atomic(path: str, rows: list[dict]) -> None:
-    with open(path + ".tmp", "w") as f:
-        for r in rows:
-            f.write(json.dumps(r) + "\n")
-    os.replace(path + ".tmp", path)
-
-
-def read_jsonl(path: str) -> list[dict]:
-    return [json.loads(line) for line in open(path) if line.strip()]
 
 
 def progress(total: int, desc: str, initial: int = 0, quiet: bool = False):
