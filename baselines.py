@@ -31,7 +31,7 @@ import torch
 
 import distill
 import toy
-from generate import build_messages, load_model, prompt_ids, rollout_metrics, sampling
+from generate import build_messages, load_model, prompt_ids, rollout_metrics, training_sampling
 from plumbing import read_jsonl, seed_all, write_jsonl_atomic
 from revise import Phrases, distill_on_policy, phrase_ids, sample_and_grade, scored_batch
 
@@ -88,8 +88,7 @@ def grpo_step(args, student, tok, items, phrases, device) -> dict:
     """One GRPO update on a batch of fresh rollouts (n per question); gradients accumulated."""
     n = args.grpo_n
     rolls, rewards = sample_and_grade(student, tok, items, task=args.task, n=n, phrases=phrases,
-                                      gen=sampling(args.temperature, args.top_p, args.max_new_tokens,
-                                                   args.gen_batch))
+                                      gen=training_sampling(args))
     adv = group_advantages(torch.tensor(rewards), n)
     temp = args.temperature if args.temperature > 0 else 1.0
     n_tok = sum(r.num_tokens for r in rolls)
@@ -151,8 +150,7 @@ def sdft_step(args, student, teacher, tok, items, phrases, demo_fn) -> dict:
     """One SDFT step: student samples y | x; the teacher (a frozen copy of the same model) reads
     x + demonstration and scores the same y; student minimises the same KL as SD-Zero."""
     rolls, rewards = sample_and_grade(student, tok, items, task=args.task, n=args.rollouts_per_question,
-                                      phrases=phrases, gen=sampling(args.temperature, args.top_p,
-                                                                    args.max_new_tokens, args.gen_batch))
+                                      phrases=phrases, gen=training_sampling(args))
     demo_x = [sdft_teacher_prompt(tok, items[r.index]["question"], demo_fn(items[r.index]), args.task,
                                   args.sdft_context, phrases) for r in rolls]
     out = distill_on_policy(student, teacher, [r.prompt_ids for r in rolls], demo_x,
@@ -173,7 +171,7 @@ def run(args, model_name, model, tok, rows, run_, budget: int, srt_loop, onpolic
     """
     phrases = Phrases(args.p_correct, args.p_wrong)
     label = args.method.upper()
-    gen = sampling(args.temperature, args.top_p, args.max_new_tokens, args.gen_batch)
+    gen = training_sampling(args)
     if args.method == "rft":
         n = max(1, budget // len(rows))
         ex_path, st_path = run_.path("rft_examples.jsonl"), run_.path("rft_stats.json")

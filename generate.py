@@ -254,6 +254,12 @@ def sampling(temperature: float, top_p: float, max_new_tokens: int, batch_size: 
             "batch_size": batch_size}
 
 
+def training_sampling(args) -> dict:
+    """The sampling of every training rollout, from train.py's knobs (paper: T = 0.7, top-p 1.0,
+    16K new tokens): Phase 1, Phase 2, the baselines and the held-out table all use it."""
+    return sampling(args.temperature, args.top_p, args.max_new_tokens, args.gen_batch)
+
+
 def cut_at_eos(new_ids: list[int], eos: set[int]) -> tuple[list[int], bool]:
     """Keep tokens up to and including the first EOS. Whatever follows it is padding.
 

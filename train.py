@@ -41,7 +41,7 @@ import data as data_mod
 import distill
 import report
 import toy
-from generate import ModelLoadError, eos_ids, load_model, rollout_metrics, sampling
+from generate import ModelLoadError, eos_ids, load_model, rollout_metrics, training_sampling
 from plumbing import (BadSteps, Run, Table, cosine_schedule, make_optimizer, progress, read_jsonl, seed_all,
                       step_optimizer, warmup_constant_schedule, write_jsonl_atomic)
 from revise import (P_CORRECT, P_WRONG, Phrases, collect_revisions, distill_on_policy, fit_teacher_budget,
@@ -137,10 +137,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--p-correct", default=P_CORRECT, help="P_r for r=1 (paper and code)")
     p.add_argument("--p-wrong", default=P_WRONG,
                    help="P_r for r=0 (paper; official Qwen code: 'Wait, this response is wrong. Let me correct it.')")
-    for name, paper, toy, help_ in KNOBS:
+    for name, paper, toy_value, help_ in KNOBS:
         kind = _count_or_fraction if name == "phase1_questions" else type(paper)
         p.add_argument("--" + name.replace("_", "-"), type=kind, default=None, choices=CHOICES.get(name),
-                       help=f"{help_} [default: {paper}; toy: {toy}]")
+                       help=f"{help_} [default: {paper}; toy: {toy_value}]")
     p.add_argument("--run-name", default=None, help="runs/<name>/ (default: toy or model basename)")
     p.add_argument("--runs-dir", default="runs")
     p.add_argument("--resume", action="store_true", help="continue from runs/<name>/checkpoint.pt")
@@ -169,11 +169,6 @@ def resolve(args) -> argparse.Namespace:
     return args
 
 
-def gen_kwargs(args) -> dict:
-    """Training-time sampling (paper: T = 0.7, top-p 1.0, 16K new tokens)."""
-    return sampling(args.temperature, args.top_p, args.max_new_tokens, args.gen_batch)
-
-
 # --------------------------------------------------------------------------------------------
 # Phase 1 — collect verified self-revisions, then SRT
 # --------------------------------------------------------------------------------------------
@@ -194,7 +189,8 @@ def phase1(args, model, tok, n1, run: Run) -> None:
                     f"({args.n_init} y_init + {args.n_rev} revisions each)")
             rows, stats = collect_revisions(model, tok, n1, task=args.task, phrases=phrases,
                                             n_init=args.n_init, n_rev=args.n_rev,
-                                            revise_correct=bool(args.revise_correct), gen=gen_kwargs(args),
+                                            revise_correct=bool(args.revise_correct),
+                                            gen=training_sampling(args),
                                             max_traces=args.max_traces, seed=args.seed,
                                             progress=not args.quiet)
         stats["seconds"] = round(time.time() - t0, 1)
@@ -262,7 +258,7 @@ def srt_loop(args, model, tok, stages, run: Run, spent, out_name: str, label: st
 def distill_step(args, student, teacher, tok, items, phrases, eos) -> dict:
     """One Phase-2 step on a batch of fresh questions; returns metrics (gradients accumulated)."""
     rolls, rewards = sample_and_grade(student, tok, items, task=args.task, n=args.rollouts_per_question,
-                                      phrases=phrases, gen=gen_kwargs(args))
+                                      phrases=phrases, gen=training_sampling(args))
     s_ids = {p: phrase_ids(tok, p) for p in (phrases.correct, phrases.wrong)}
     X = [r.prompt_ids for r in rolls]
     S = [s_ids[phrases.pick(rw)] for rw in rewards]
@@ -410,7 +406,7 @@ def main(argv=None) -> int:
     run.say(f"run {run_dir}: model {model_name}, {len(train_rows)} training questions -> " + (
         f"N1 {len(n1)} (Phase 1), N2 {len(n2)} (Phase 2)" if args.method == "sdzero" else
         f"all for {args.method.upper()}") + f"; device {'cuda' if torch.cuda.is_available() else 'cpu'}")
-    table = Table(args, run, tok, test_rows[:args.eval_questions], gen_kwargs(args))
+    table = Table(args, run, tok, test_rows[:args.eval_questions], training_sampling(args))
     base = "base" if args.phase != "distill" or args.toy else "start"
     if run.ckpt is None or base in run.evals:
         table.add(base, model, "0")
