@@ -10,8 +10,10 @@ import torch
 import distill
 import evaluate
 import revise
+import selfloc
 from generate import Rollout
-from evaluate import kl_concentration, pass_at_k
+from evaluate import pass_at_k
+from selfloc import kl_concentration
 
 
 @pytest.mark.parametrize("n,c,k", [(n, c, k) for n in range(1, 7) for c in range(n + 1)
@@ -79,11 +81,11 @@ def test_token_scores_zero_when_teacher_ignores_context(tiny):
     model, tok = tiny
     items = [{"question": "What is 1+2?", "answer": "3"}, {"question": "What is 2+2?", "answer": "4"}]
     rolls, rws = evaluate.sample_and_grade(model, tok, items, gen={"max_new_tokens": 6, "temperature": 1.0})
-    sc = evaluate.token_scores(model, model, tok, rolls, rws)
+    sc = selfloc.token_scores(model, model, tok, rolls, rws)
     for r, s in zip(rolls, sc):
         assert len(s["kl"]) == len(r.completion_ids)
         assert all(v >= -1e-6 for v in s["kl"]) and all(math.isfinite(v) for v in s["reward_tok"])
-    summ = evaluate.selfloc_summary(sc, rws)
+    summ = selfloc.selfloc_summary(sc, rws)
     assert summ["wrong"]["responses"] + summ["right"]["responses"] == len(rolls)
 
 
@@ -95,7 +97,7 @@ def test_html_escapes_model_text(tiny, tmp_path):
     rolls = [Rollout(0, [1, 2], ids, evil, False)]
     scores = [{"kl": [0.1] * len(ids), "reward_tok": [0.0] * len(ids)}]
     path = tmp_path / "x.html"
-    evaluate.selfloc_html(str(path), tok, items, rolls, [0.0], scores, title=evil)
+    selfloc.selfloc_html(str(path), tok, items, rolls, [0.0], scores, title=evil)
     text = path.read_text()
     assert "<script" not in text.lower() and "&lt;script&gt;" in text
     assert "<b>3</b>" not in text
