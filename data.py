@@ -7,6 +7,9 @@ reasoning traces (paper §1). The schema, one JSON object per line:
     code: {"id": ..., "question": "...", "tests": {"stdio": [{"input", "output"}, ...]}}
           {"id": ..., "question": "...", "tests": {"entry_point": "f", "test": "def check(candidate): ..."}}
 
+An optional "band" field labels a difficulty band (the toy's banded world writes "common" / "rare");
+the held-out table then reports each band's accuracy beside the overall one.
+
 Other exports are mapped with field flags (``--question-field problem`` for OpenR1-Math-220k).
 A malformed line is an error that names the file and line — never a silent skip, because a skipped
 row changes which questions land in which phase.
@@ -66,7 +69,8 @@ def _map(raw: dict, fields: dict) -> dict:
 
 def load_jsonl(path: str, task: str = "math", fields: dict | None = None,
                limit: int | None = None) -> list[dict]:
-    fields = {"question": "question", "answer": "answer", "tests": "tests", "id": "id",
+    # "band" (optional) labels a difficulty band; the held-out table then reports each band's accuracy.
+    fields = {"question": "question", "answer": "answer", "tests": "tests", "id": "id", "band": "band",
               **(fields or {})}
     if not os.path.isfile(path):
         raise DataError(f"data file not found: {path}")

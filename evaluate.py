@@ -115,10 +115,24 @@ def evaluate_model(model, tok, items, *, task="math", k=1, phrases=Phrases(), ge
         "keyword_rate": keyword_rate([r.text for r in rolls], keywords),
         "generations": len(rolls), "generated_tokens": sum(r.num_tokens for r in rolls),
     }
+    bands = band_accuracy(items, rolls, rewards)
+    if len(bands) > 1:                      # rows labelled with two or more difficulty bands
+        out["bands"] = bands
     if revision:
         out["revision"] = revision_ability(model, tok, items, rolls, rewards, task=task,
                                            phrases=phrases, gen=gen, progress=progress)
     return (out, rolls, rewards) if return_rolls else out
+
+
+def band_accuracy(items: list[dict], rolls, rewards) -> dict:
+    """avg reward per difficulty band ({band: {"avg", "questions"}}), for rows that carry "band"."""
+    sums, qs = {}, {}
+    for r, rw in zip(rolls, rewards):
+        b = items[r.index].get("band")
+        if b is not None:
+            sums.setdefault(b, []).append(rw)
+            qs.setdefault(b, set()).add(r.index)
+    return {b: {"avg": sum(v) / len(v), "questions": len(qs[b])} for b, v in sorted(sums.items())}
 
 
 # --------------------------------------------------------------------------------------------
@@ -213,11 +227,14 @@ def json_safe(obj):
 def results_table(rows: list[tuple[str, dict]], budgets: dict) -> str:
     """train.py's held-out table: one row per model, with the generations each one used."""
     k = rows[0][1]["k"]
-    lines = [f"| model | avg@{k} | pass@{k} | correction rate | revised acc | pool correction | "
-             f"pool break | mean tokens | truncated | generations used |", "|" + "---|" * 10]
+    bands = sorted({b for _, ev in rows for b in ev.get("bands", {})})   # banded data: one column each
+    lines = [f"| model | avg@{k} | " + "".join(f"{b} | " for b in bands) + f"pass@{k} | correction rate | "
+             "revised acc | pool correction | pool break | mean tokens | truncated | generations used |",
+             "|" + "---|" * (10 + len(bands))]
     for name, ev in rows:
         rv, pl = ev.get("revision", {}), ev.get("pool", {})
-        lines.append(f"| {name} | {fmt_pct(ev[f'avg@{k}'])} | {fmt_pct(ev[f'pass@{k}'])} | "
+        per_band = "".join(f"{fmt_pct(ev.get('bands', {}).get(b, {}).get('avg'))} | " for b in bands)
+        lines.append(f"| {name} | {fmt_pct(ev[f'avg@{k}'])} | {per_band}{fmt_pct(ev[f'pass@{k}'])} | "
                      f"{fmt_pct(rv.get('correction_rate'))} | {fmt_pct(rv.get('revised_acc'))} | "
                      f"{fmt_pct(pl.get('correction_rate'))} | {fmt_pct(pl.get('break_rate'))} | "
                      f"{ev['mean_tokens']:.1f} | {fmt_pct(ev['truncated_share'])} | "

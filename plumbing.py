@@ -8,7 +8,8 @@ for days lives here, so that it does not stand between the reader and the method
                    per loop give exact resume after a kill -9 (same data order, same samples).
 * ``AdamW``      — AdamW that trains bf16 weights correctly: fp32 moments, fp32 update, stochastic
                    rounding back to bf16 (why: see the class).
-* schedules      — the SRT cosine and the official Phase-2 warm-up-then-constant.
+* schedules      — the SRT cosine, the official Phase-2 warm-up-then-constant, and
+                   ``plateau_reached``: when to re-sync the teacher (Fig. 5's "at saturation").
 * ``step_optimizer`` + ``BadSteps`` — clip, skip a non-finite step, stop if it keeps happening.
 * ``Table``      — the held-out table at the end of a run: one cached evaluation per model, and the
                    shared revision pool (revision_pool.jsonl) every model revises.
@@ -69,7 +70,8 @@ def atomic_torch_save(obj, path: str) -> None:
 
 
 def progress(total: int, desc: str, initial: int = 0, quiet: bool = False):
-    return None if quiet else tqdm(total=total, initial=initial, desc=desc, dynamic_ncols=True)
+    """A tqdm bar; with quiet, a disabled one (its update/close do nothing), so loops need no ifs."""
+    return tqdm(total=total, initial=initial, desc=desc, dynamic_ncols=True, disable=quiet)
 
 
 # --------------------------------------------------------------------------------------------
@@ -332,6 +334,33 @@ def warmup_constant_schedule(opt, warmup: int):
     """Official Phase-2 schedule: linear warm-up from 0.1x over ``warmup`` steps, then constant."""
     return torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: 0.1 + 0.9 * min(1.0, s / max(warmup, 1)) if warmup else 1.0)
+
+
+# Teacher sync on a plateau (paper Fig. 5). The paper syncs the teacher once, by hand, when round-1
+# distillation "saturates" (~step 400 of Qwen3-4B); syncing on a fixed period instead hurts the toy
+# badly (README). This is that judgement written down as a rule, so it can be measured:
+#   the mean reward of the last P steps (one value per step, so a window of P batches) has not
+#   risen by more than PLATEAU_DELTA above its best for P steps  ->  sync, then start over.
+# A fresh window after a sync means a second sync needs a second plateau (at least 2P more steps).
+# The state is a plain dict that the checkpoint carries, so a resumed run syncs at the same step.
+PLATEAU_DELTA = 0.01
+
+
+def plateau_reached(state: dict, reward: float, step: int, patience: int) -> bool:
+    """Feed one Phase-2 step's mean reward; True when the rule above says: sync now (state resets)."""
+    window = state.setdefault("window", [])
+    window.append(reward)
+    del window[:-patience]
+    if len(window) < patience:
+        return False
+    mean = sum(window) / patience
+    if "best" not in state or mean > state["best"] + PLATEAU_DELTA:
+        state["best"], state["best_step"] = mean, step
+        return False
+    if step - state["best_step"] < patience:
+        return False
+    state.clear()
+    return True
 
 
 def step_optimizer(model, opt, sched, clip: float) -> tuple[float, bool]:

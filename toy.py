@@ -67,7 +67,7 @@ SIZES = {"XS": dict(hidden=64, layers=2, heads=4, kv=2, inter=192),
 # Everything that changes the built model; its hash names the cache folder (bump `version` when
 # the world, corpus or training code changes, so stale caches are not reused).
 BUILD_DEFAULTS = dict(version=1, size="S", steps=500, batch=48, lr=3e-3, warmup=40,
-                      revision_frac=0.3, n_test=300, vocab=512)
+                      revision_frac=0.3, n_test=300, vocab=512, world="standard")
 
 # --------------------------------------------------------------------------------------------
 # The world: four expression shapes, two evaluation orders each
@@ -82,15 +82,43 @@ SHAPES = {  # shape: (template, good steps, bad steps); a step is (left, op, rig
     "a-b+c":   ("{a}-{b}+{c}",   [("a", "-", "b"), ("r", "+", "c")], [("b", "+", "c"), ("a", "-", "r")]),
     "a-(b+c)": ("{a}-({b}+{c})", [("b", "+", "c"), ("a", "-", "r")], [("a", "-", "b"), ("r", "+", "c")]),
 }
+# Two more shapes, used only by the "banded" world below (their slip is not a sibling's good order).
+SHAPES.update({
+    "a*(b+c)": ("{a}*({b}+{c})", [("b", "+", "c"), ("a", "*", "r")], [("a", "*", "b"), ("r", "+", "c")]),
+    "a-b*c":   ("{a}-{b}*{c}",   [("b", "*", "c"), ("a", "-", "r")], [("a", "-", "b"), ("r", "*", "c")]),
+})
 RANGES = {"a+b*c": (range(1, 10), range(1, 10), range(2, 10)),
           "(a+b)*c": (range(1, 10), range(1, 10), range(2, 10)),
           "a-b+c": (range(20, 30), range(2, 10), range(2, 10)),
-          "a-(b+c)": (range(20, 30), range(2, 10), range(2, 10))}
+          "a-(b+c)": (range(20, 30), range(2, 10), range(2, 10)),
+          "a*(b+c)": (range(2, 10), range(1, 10), range(2, 10)),    # a >= 2: a*c != c, the habits differ
+          "a-b*c": (range(60, 70), range(2, 10), range(2, 7))}      # b*c <= 54 < a: never negative
+
+# --------------------------------------------------------------------------------------------
+# Difficulty: the "banded" world (the issue "a hard regime where RFT has nothing to keep")
+# --------------------------------------------------------------------------------------------
+# Paper Table 1's argument for SD-Zero over rejection sampling is about questions the model rarely
+# solves: RFT keeps only correct samples, so there it has little to learn from, while the reviser
+# still turns every wrong answer into token-level targets. The standard world cannot test that:
+# every shape's correct habit is written half the time, so every question is solved about half the
+# time. The banded world adds a *rare* band: two shapes whose correct habit the corpus writes only
+# RARE_GOOD of the time (and, with the same re-attempt rule, its revisions are fresh attempts at
+# that same rate). Sampling at T = 0.7 sharpens 10/90 further, so the base solves them ~4% of the time.
+# `python train.py --toy-world banded`; the held-out table then reports accuracy per band.
+WORLDS = {"standard": ["a+b*c", "(a+b)*c", "a-b+c", "a-(b+c)"],
+          "banded": ["a+b*c", "(a+b)*c", "a-b+c", "a-(b+c)", "a*(b+c)", "a-b*c"]}
+RARE_GOOD = 0.1
+GOOD_RATE = {"a*(b+c)": RARE_GOOD, "a-b*c": RARE_GOOD}   # corpus rate of the correct habit; else 0.5
 
 
-def all_questions() -> list[tuple]:
-    """The whole universe as (shape, a, b, c), in a fixed order."""
-    return [(s, a, b, c) for s, (ra, rb, rc) in RANGES.items() for a in ra for b in rb for c in rc]
+def band(shape: str) -> str:
+    """'common' (the correct habit is half the corpus) or 'rare' (RARE_GOOD of it)."""
+    return "rare" if GOOD_RATE.get(shape, 0.5) < 0.5 else "common"
+
+
+def all_questions(world: str = "standard") -> list[tuple]:
+    """The world's whole universe as (shape, a, b, c), in a fixed order."""
+    return [(s, a, b, c) for s in WORLDS[world] for ra, rb, rc in [RANGES[s]] for a in ra for b in rb for c in rc]
 
 
 def question_text(q: tuple) -> str:
@@ -153,13 +181,13 @@ def habit_of(q: tuple, text: str):
     return None
 
 
-def split_questions(seed: int, n_test: int = 300) -> tuple[list, list]:
+def split_questions(seed: int, n_test: int = 300, world: str = "standard") -> tuple[list, list]:
     """Deterministic (train, test) split, stratified by shape so every shape is tested equally."""
     rng = random.Random(f"toy-split-{seed}")
     train, test = [], []
-    per_shape = n_test // len(SHAPES)
-    for shape in SHAPES:
-        qs = [q for q in all_questions() if q[0] == shape]
+    per_shape = n_test // len(WORLDS[world])
+    for shape in WORLDS[world]:
+        qs = [q for q in all_questions(world) if q[0] == shape]
         rng.shuffle(qs)
         test += qs[:per_shape]
         train += qs[per_shape:]
@@ -172,11 +200,12 @@ def split_questions(seed: int, n_test: int = 300) -> tuple[list, list]:
 # The pre-training corpus
 # --------------------------------------------------------------------------------------------
 def corpus_example(q: tuple, rng: random.Random, revision: bool) -> dict:
-    """One pre-training example.  Habits are coin flips; y_rev's coin ignores y0 and P_r."""
-    good0 = rng.random() < 0.5
+    """One pre-training example.  Habits are (biased) coins; y_rev's coin ignores y0 and P_r."""
+    rate = GOOD_RATE.get(q[0], 0.5)
+    good0 = rng.random() < rate
     ex = {"q": q, "question": question_text(q), "y0": response(q, good0), "good0": good0}
     if revision:
-        good1 = rng.random() < 0.5  # independent re-attempt: no correction skill is built in
+        good1 = rng.random() < rate  # independent re-attempt: no correction skill is built in
         ex.update(P=CONTROL_PHRASES[int(good0)], y_rev=response(q, good1), good_rev=good1)
     return ex
 
@@ -325,13 +354,13 @@ def _build(cfg: dict, out: str, paths: dict, quiet: bool) -> dict:
     t0, seed = time.time(), cfg["seed"]
     if not quiet:
         print(f"[toy] building {out} (seed {seed}, {cfg['steps']} steps, size {cfg['size']})", flush=True)
-    train_qs, test_qs = split_questions(seed, cfg["n_test"])
+    train_qs, test_qs = split_questions(seed, cfg["n_test"], cfg["world"])
     os.makedirs(out, exist_ok=True)
     for path, qs in ((paths["train"], train_qs), (paths["test"], test_qs)):
         with open(path, "w") as f:
             for q in qs:
                 qid = f"toy-{list(SHAPES).index(q[0])}-{q[1]}-{q[2]}-{q[3]}"
-                row = {"id": qid, "question": question_text(q), "answer": str(answer(q))}
+                row = {"id": qid, "question": question_text(q), "answer": str(answer(q)), "band": band(q[0])}
                 f.write(json.dumps(row) + "\n")
     tok = make_tokenizer(tokenizer_lines(train_qs), cfg["vocab"])
     model = make_model(tok, cfg["size"], seed)

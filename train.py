@@ -42,8 +42,8 @@ import distill
 import report
 import toy
 from generate import ModelLoadError, eos_ids, load_model, rollout_metrics, training_sampling
-from plumbing import (BadSteps, Run, Table, cosine_schedule, make_optimizer, progress, read_jsonl, seed_all,
-                      step_optimizer, warmup_constant_schedule, write_jsonl_atomic)
+from plumbing import (BadSteps, Run, Table, cosine_schedule, make_optimizer, plateau_reached, progress, read_jsonl,
+                      seed_all, step_optimizer, warmup_constant_schedule, write_jsonl_atomic)
 from revise import (P_CORRECT, P_WRONG, Phrases, collect_revisions, distill_on_policy, fit_teacher_budget,
                     phrase_ids, reviser_prompt, sample_and_grade, srt_backward, srt_example)
 
@@ -81,6 +81,9 @@ KNOBS = [
     ("topk", 64, 64, "teacher top-k (paper Table 6: 64)"),
     ("norm", "token_mean", "token_mean", "token_mean over the batch (official code) or seq_sum (eq. 4 literally)"),
     ("teacher_sync", 0, 0, "teacher := student every N Phase-2 steps; 0 = frozen SRT teacher (paper §2.2, Fig. 5)"),
+    ("sync_on_plateau", 0, 0, "teacher := student once the reward plateaus: the mean of the last P steps has not "
+     "risen by 0.01 for P steps (plumbing.plateau_reached); P here, 0 = off (Fig. 5 syncs once, at saturation)"),
+    ("max_syncs", 1, 1, "at most this many plateau syncs (Fig. 5: one)"),
     ("grad_clip", 1.0, 1.0, "gradient-norm clip (official code: 1.0)"),
     ("micro_batch", 1, 64, "sequences per forward/backward in Phase 2 and SRT (memory knob; README)"),
     ("gen_batch", 4, 128, "sequences per generate() call (KV-cache memory knob; README)"),
@@ -153,6 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--toy-root", default="runs/toy", help="where the toy world is cached")
     p.add_argument("--toy-steps", type=int, default=None,
                    help="pre-training steps of the toy base (default: toy.py's; fewer = a quick, weak base)")
+    p.add_argument("--toy-world", choices=list(toy.WORLDS), default="standard",
+                   help="banded = two more shapes the base rarely solves; the table reports each band")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
 
@@ -242,11 +247,9 @@ def srt_loop(args, model, tok, stages, run: Run, spent, out_name: str, label: st
         if (step + 1) % args.save_every == 0 or step + 1 == len(plan):
             run.save("srt", step + 1, model, opt, sched, rec)
         run.metric(rec)
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss:.3f}")
-    if bar is not None:
-        bar.close()
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss:.3f}")
+    bar.close()
     out = run.save_hf(model, tok, out_name)
     run.say(f"[{label}] done: {len(plan)} steps on {sum(len(p) for _, p in stages)} examples, "
             f"{time.time() - t0:.0f}s -> {out}")
@@ -286,7 +289,7 @@ def phase2(args, student, teacher, tok, n2, run: Run, spent, step_fn, *, steps: 
     opt = make_optimizer(student, lr, args.weight_decay, (0.9, 0.999))
     sched = warmup_constant_schedule(opt, args.warmup_steps)
     ck = run.restore("distill", student, opt, sched)
-    start, syncs = ck["step"], ck.get("syncs", 0)
+    start, syncs, plateau = ck["step"], ck.get("syncs", 0), ck.get("plateau", {})
     gens, gen_tokens = (ck["generations"], ck["generated_tokens"]) if start else spent
     if "teacher" in ck:
         teacher.load_state_dict(ck["teacher"])
@@ -305,7 +308,9 @@ def phase2(args, student, teacher, tok, n2, run: Run, spent, step_fn, *, steps: 
         bad.update(ok, f"Phase-2 step {step + 1}")
         gens += m["new_generations"]
         gen_tokens += m["new_tokens"]
-        if teacher is not None and args.teacher_sync and (step + 1) % args.teacher_sync == 0:
+        at_plateau = (teacher is not None and args.sync_on_plateau and syncs < args.max_syncs
+                      and plateau_reached(plateau, m["reward"], step + 1, args.sync_on_plateau))
+        if at_plateau or teacher is not None and args.teacher_sync and (step + 1) % args.teacher_sync == 0:
             teacher.load_state_dict(student.state_dict())     # teacher := student (Fig. 5)
             syncs += 1
         rec = {"phase": "distill", "method": args.method, "step": step + 1, "reward": m["reward"],
@@ -314,15 +319,12 @@ def phase2(args, student, teacher, tok, n2, run: Run, spent, step_fn, *, steps: 
                "generations": gens, "generated_tokens": gen_tokens, "teacher_syncs": syncs,
                "skipped": not ok, "skipped_total": bad.total, "seconds": round(time.time() - t0, 2)}
         if (step + 1) % args.save_every == 0 or step + 1 == steps:
-            run.save("distill", step + 1, student, opt, sched, rec, syncs=syncs, generations=gens,
+            run.save("distill", step + 1, student, opt, sched, rec, syncs=syncs, plateau=plateau, generations=gens,
                      generated_tokens=gen_tokens, **({"teacher": teacher.state_dict()} if syncs else {}))
         run.metric(rec)
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(reward=f"{m['reward']:.2f}", loss=f"{m['loss']:.3f}",
-                            len=f"{m['response_tokens']:.0f}")
-    if bar is not None:
-        bar.close()
+        bar.update(1)
+        bar.set_postfix(reward=f"{m['reward']:.2f}", loss=f"{m['loss']:.3f}", len=f"{m['response_tokens']:.0f}")
+    bar.close()
     out = run.save_hf(student, tok, "final")
     run.say(f"[{label}] done: {steps} steps, {time.time() - t0:.0f}s, teacher syncs {syncs} -> {out}")
 
@@ -361,7 +363,8 @@ def load_data(args) -> tuple[str, list[dict], list[dict]]:
               "solution": args.solution_field}
     model, data, test_data, test_rows = args.model, args.data, args.test_data, []
     if args.toy:
-        built = toy.build_toy(args.toy_root, seed=0, quiet=args.quiet, steps=args.toy_steps)
+        built = toy.build_toy(args.toy_root, seed=0, quiet=args.quiet, steps=args.toy_steps,
+                              world=args.toy_world)
         model, data, test_data = built["model"], data or built["train"], test_data or built["test"]
     try:
         if data is None and args.task == "code":

@@ -3,6 +3,8 @@
     python -m bench reward     # verifier throughput, worst-case latency, sandbox overhead -> bench/results/reward.json
     python -m bench distill    # loss memory: chunked vs the plain reference (Qwen3-4B)   -> bench/results/distill.json
     python -m bench table      # paper Table 1 in miniature on the toy world              -> bench/results/table.{json,md,html}
+    python -m bench table --world banded   # the same with a rarely-solved band         -> bench/results/table-banded.*
+    python -m bench sync       # frozen teacher vs one sync on a reward plateau (Fig. 5)  -> bench/results/sync.{json,md}
     python -m bench gpu        # 2 Phase-2 steps of a random Qwen3-4B on one GPU           -> bench/results/gpu.json
 
 Run from the repository root. Each benchmark lives in its own module here (reward_speed, memory,

@@ -1,4 +1,4 @@
-"""python -m bench {reward,distill,table,gpu}: the one entry point of the benchmarks (see bench/__init__.py)."""
+"""python -m bench {reward,distill,table,sync,gpu}: the one entry point of the benchmarks (see bench/__init__.py)."""
 from __future__ import annotations
 
 import argparse
@@ -11,7 +11,7 @@ from bench.gpu import add_arguments as gpu_arguments
 from bench.gpu import bench_gpu
 from bench.memory import bench_distill
 from bench.reward_speed import bench_reward
-from bench.table import bench_table
+from bench.table import bench_sync, bench_table
 
 
 def main(argv=None) -> int:
@@ -25,6 +25,14 @@ def main(argv=None) -> int:
     t.add_argument("--eval-k", type=int, default=1)
     t.add_argument("--threads", type=int, default=2)
     t.add_argument("--runs-dir", default="runs")
+    t.add_argument("--world", choices=["standard", "banded"], default="standard",
+                   help="banded: add the rarely-solved band (toy.py) and report each band")
+    y = sub.add_parser("sync", help="frozen teacher vs one teacher sync on a reward plateau (Fig. 5)")
+    y.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    y.add_argument("--eval-k", type=int, default=1)
+    y.add_argument("--threads", type=int, default=2)
+    y.add_argument("--runs-dir", default="runs")
+    y.add_argument("--patience", type=int, default=20, help="train.py --sync-on-plateau P")
     gpu_arguments(sub.add_parser("gpu", help="Phase-2 memory/time at Qwen3-4B size on one GPU"))
     args = p.parse_args(argv)
     if args.cmd == "gpu":
@@ -33,6 +41,8 @@ def main(argv=None) -> int:
         res = bench_reward(args)
     elif args.cmd == "distill":
         res = bench_distill(args)
+    elif args.cmd == "sync":
+        res = bench_sync(args)
     else:
         res = bench_table(args)
     if args.cmd != "table":

@@ -102,3 +102,54 @@ def _roundtrip(obj):
     torch.save(obj, buf)
     buf.seek(0)
     return buf
+
+
+# --------------------------------------------------------------------------------------------
+# Teacher sync on a plateau (plumbing.plateau_reached) against a slow, obviously correct reference
+# --------------------------------------------------------------------------------------------
+def _plateau_reference(rewards, patience, max_syncs, delta=0.01):
+    """Steps (1-based) at which to sync, recomputed from the whole history at every step: after the
+    last sync, take the trailing means of `patience` rewards; the best one so far (improving only by
+    more than delta); sync when the best is `patience` or more steps old."""
+    syncs, since = [], 0            # rewards before index `since` belong to an earlier round
+    for t in range(1, len(rewards) + 1):
+        if len(syncs) == max_syncs:
+            break
+        means = {s: sum(rewards[s - patience:s]) / patience for s in range(since + patience, t + 1)}
+        best, best_step = None, None
+        for s in sorted(means):
+            if best is None or means[s] > best + delta:
+                best, best_step = means[s], s
+        if best is not None and t - best_step >= patience:
+            syncs.append(t)
+            since = t
+    return syncs
+
+
+def _plateau_fast(rewards, patience, max_syncs):
+    from plumbing import plateau_reached
+    state, syncs = {}, []
+    for t, r in enumerate(rewards, 1):
+        if len(syncs) < max_syncs and plateau_reached(state, r, t, patience):
+            syncs.append(t)
+    return syncs
+
+
+def test_plateau_rule_matches_reference():
+    import random
+    rng = random.Random(0)
+    for trial in range(300):
+        n, patience, max_syncs = rng.randint(1, 120), rng.randint(1, 12), rng.randint(0, 3)
+        # a rising-then-flat curve with noise, like a Phase-2 reward
+        rise = rng.randint(0, n)
+        rewards = [min(t, rise) / max(n, 1) + rng.gauss(0, rng.choice([0, 0.005, 0.05])) for t in range(n)]
+        assert _plateau_fast(rewards, patience, max_syncs) == _plateau_reference(rewards, patience, max_syncs), trial
+
+
+def test_plateau_rule_by_hand():
+    # rises for 10 steps, then flat: the trailing mean of 3 lags, reaching 1.0 at step 12, so the
+    # first sync is at 15; the second needs a fresh full window (16..18, best at 18) and 3 more steps.
+    rewards = [0.1 * t for t in range(1, 11)] + [1.0] * 20
+    assert _plateau_fast(rewards, 3, 1) == [15]
+    assert _plateau_fast(rewards, 3, 2) == [15, 21]
+    assert _plateau_fast([0.5] * 5, 3, 1) == [], "no sync before a full window has been stale for P steps"

@@ -81,8 +81,11 @@ def test_kill9_mid_phase2_then_resume_continues_exactly(tmp_path, tiny_dir, math
     """A run killed with SIGKILL in Phase 2 and resumed gives the same per-step metrics (same data
     order, same samples, same losses) as a run that was never interrupted."""
     runs = tmp_path / "runs"
+    # Plateau syncs on (patience 2: the tiny model's flat reward plateaus at steps 4 and 8), so the
+    # resumed run must also restore the synced teacher and the rule's state from the checkpoint.
     args = common(tiny_dir, math_data, runs) + ["--phase", "distill", "--steps", "8",
-                                                "--temperature", "1.0"]
+                                                "--temperature", "1.0", "--sync-on-plateau", "2",
+                                                "--max-syncs", "2"]
     ref = _run(args + ["--run-name", "ref"])
     assert ref.wait(timeout=300) == 0, ref.stderr.read().decode()[-2000:]
 
@@ -105,7 +108,8 @@ def test_kill9_mid_phase2_then_resume_continues_exactly(tmp_path, tiny_dir, math
     a, b = _metrics(runs / "ref" / "metrics.jsonl"), _metrics(mpath)
     assert [r["step"] for r in b] == list(range(1, 9)), "each step logged exactly once"
     for ra, rb in zip(a, b):
-        for key in ("reward", "loss", "kl", "response_tokens", "generations", "generated_tokens"):
+        for key in ("reward", "loss", "kl", "response_tokens", "generations", "generated_tokens",
+                    "teacher_syncs"):
             assert ra[key] == pytest.approx(rb[key], rel=1e-6, abs=1e-9), (ra["step"], key)
     assert os.path.exists(runs / "cut" / "final" / "config.json")
 
