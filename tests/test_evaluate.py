@@ -234,3 +234,18 @@ def test_table_pool_keeps_existing_eval_and_rng(tiny_dir, tmp_path):
     resumed = Table(SimpleNamespace(**{**vars(args), "resume": True}), Run(str(tmp_path / "run"), {}, True),
                     tok, items, gen)
     assert resumed.pool == pool
+
+
+def test_accuracy_per_difficulty_band():
+    """band_accuracy against a count by hand, and the table's one column per band."""
+    items = [{"question": "q", "band": b} for b in ("common", "common", "rare", "rare", "rare")] + [{"question": "q"}]
+    rolls = [Rollout(index=i, prompt_ids=[], completion_ids=[7], text="", finished=True)
+             for i in (0, 0, 1, 2, 3, 4, 4, 5)]
+    rewards = [1.0, 0.0, 1.0, 0.0, 0.0, 1.0, 1.0, 1.0]
+    bands = evaluate.band_accuracy(items, rolls, rewards)
+    assert bands == {"common": {"avg": 2 / 3, "questions": 2}, "rare": {"avg": 2 / 4, "questions": 3}}
+    ev = {"k": 1, "avg@1": 0.5, "pass@1": 0.5, "mean_tokens": 1.0, "truncated_share": 0.0, "bands": bands}
+    md = evaluate.results_table([("base", ev)], {"base": "0"})
+    head, _, row = md.splitlines()
+    assert head.startswith("| model | avg@1 | common | rare | pass@1 |") and row.startswith("| base |  50.0 |  66.7 |  50.0 |")
+    assert "common" not in evaluate.results_table([("base", {**ev, "bands": {}})], {})   # no bands, no columns

@@ -17,9 +17,25 @@ def test_split_is_deterministic_disjoint_and_stratified():
     assert (tr, te) == (tr2, te2)
     assert not set(tr) & set(te)
     assert len(tr) + len(te) == len(toy.all_questions()) and len(te) == 300
-    assert {s: sum(q[0] == s for q in te) for s in toy.SHAPES} == {s: 75 for s in toy.SHAPES}
+    assert {s: sum(q[0] == s for q in te) for s in toy.WORLDS["standard"]} == {s: 75 for s in toy.WORLDS["standard"]}
     assert len(tr) >= 1300  # Phase 1 (~900) and a disjoint Phase 2 set (~400) fit
     assert toy.split_questions(1, 300)[1] != te  # the seed matters
+
+
+def test_banded_world_adds_a_rare_band_and_leaves_the_standard_world_alone():
+    std = toy.all_questions("standard")
+    assert len(std) == 2 * 9 * 9 * 8 + 2 * 10 * 8 * 8 and {q[0] for q in std} == set(toy.WORLDS["standard"])
+    tr, te = toy.split_questions(0, 300, "banded")
+    assert not set(tr) & set(te) and len(tr) + len(te) == len(toy.all_questions("banded"))
+    assert {s: sum(q[0] == s for q in te) for s in toy.WORLDS["banded"]} == {s: 50 for s in toy.WORLDS["banded"]}
+    assert [toy.band(s) for s in toy.WORLDS["banded"]] == ["common"] * 4 + ["rare"] * 2
+    # the corpus writes the rare shapes' correct habit (and their re-attempts) at RARE_GOOD, the rest 50/50
+    exs = toy.corpus(tr, 30000, seed=0, revision_frac=0.5)
+    for b, rate in (("common", 0.5), ("rare", toy.RARE_GOOD)):
+        mine = [ex for ex in exs if toy.band(ex["q"][0]) == b]
+        first = sum(ex["good0"] for ex in mine) / len(mine)
+        again = [ex["good_rev"] for ex in mine if "P" in ex]
+        assert abs(first - rate) < 0.02 and abs(sum(again) / len(again) - rate) < 0.02, (b, first)
 
 
 def test_corpus_is_deterministic_and_never_contains_test_questions():
@@ -129,7 +145,7 @@ def test_tiny_build_writes_loadable_hf_folder_and_jsonl(tmp_path):
     rows = {k: [json.loads(line) for line in open(r[k])] for k in ("train", "test")}
     assert len(rows["test"]) == 300 and len(rows["train"]) >= 1300
     for row in rows["train"][:50] + rows["test"]:
-        assert set(row) == {"id", "question", "answer"} and "boxed" not in row["answer"]
+        assert set(row) == {"id", "question", "answer", "band"} and row["band"] == "common" and "boxed" not in row["answer"]
         assert int(row["answer"]) == toy.answer(toy.parse_question(row["question"]))
     assert not {x["question"] for x in rows["train"]} & {x["question"] for x in rows["test"]}
     # cached: a second call returns at once; a missing completion marker means "build again"
