@@ -27,6 +27,8 @@ The world: "What is E?" for four shapes E, each with a correct order and a slip 
   a-b+c    good 25-4=21, 21+7=28 \boxed{28}  bad (groups b+c)        4+7=11, 25-11=14 \boxed{14}
   a-(b+c)  good 4+7=11, 25-11=14 \boxed{14}  bad (drops the parens)  25-4=21, 21+7=28 \boxed{28}
 Each prompt X is rendered by generate.prompt_text (the exact prompt train.py uses).
+`--toy-world banded` adds a difficulty axis: two more shapes whose correct habit the corpus writes only
+10% of the time, so the base rarely solves them (see "Difficulty" below).
 
 Budget: 500 steps of batch 48, about 2 minutes on 2 otherwise idle CPU cores (limit: 4), fp32,
 torch threads = min(2, cpus) or $SDZERO_THREADS (use 1 when other jobs share the cores: spinning

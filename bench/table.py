@@ -40,7 +40,7 @@ def _train(run_name: str, extra: list[str], runs_dir: str, quiet=True) -> float:
     done = os.path.join(runs_dir, run_name, "bench_done.json")
     if os.path.exists(done):
         rec = json.load(open(done))
-        if rec["cmd"] == cmd[1:]:
+        if rec["cmd"][1:] == cmd[2:]:        # the same arguments; where the checkout lives does not matter
             print("  (reused)", " ".join(cmd[1:]), flush=True)
             return rec["wall_s"]
     shutil.rmtree(os.path.join(runs_dir, run_name), ignore_errors=True)
