@@ -184,7 +184,7 @@ def shard(model):
 
     Gradients: FSDP2's reduce-scatter divides by N by default (an average). Our per-token weights
     are already global (``global_weights``), so the ranks' gradients must be SUMMED: divide factor
-    1. The optimizer built after this sees only DTensor shards (plumbing.AdamW works on the local
+    1, sent as ReduceOp.SUM (torch 2.13 would otherwise use NCCL's PREMUL_SUM). The optimizer built after this sees only DTensor shards (plumbing.AdamW works on the local
     shard: its update is elementwise).
     """
     if not active() or sharded(model):
@@ -197,7 +197,8 @@ def shard(model):
         fully_shard(layer, mesh=mesh)
     fully_shard(model, mesh=mesh)
     for m in [*layers, model]:
-        m.set_gradient_divide_factor(1.0)
+        m.set_gradient_divide_factor(1.0)             # sum, not mean, over ranks
+        m.set_force_sum_reduction_for_comms(True)     # as a plain SUM (gloo has no PREMUL_SUM)
     return model
 
 
