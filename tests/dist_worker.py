@@ -41,6 +41,11 @@ def full_weights(model) -> dict:
     return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
 
 
+def largest_change(before: dict, after: dict) -> float:
+    """max |w_after - w_before| over all weights (0 on ranks > 0, which hold no full dict)."""
+    return max((float((after[k] - before[k]).abs().max()) for k in before), default=0.0)
+
+
 def run(model_dir: str) -> dict:
     distributed.setup()
     out = {}
@@ -60,6 +65,7 @@ def run(model_dir: str) -> dict:
     distributed.shard(student)
     opt = make_optimizer(student, 1e-3, 0.01, (0.9, 0.999))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+    w0 = full_weights(student)
     mine = distributed.split(list(range(len(ys))), "batch")
     m = distill_on_policy(student, teacher, [xs[i] for i in mine], [ts[i] for i in mine],
                           [ys[i] for i in mine], tok.pad_token_id, micro_batch=1, norm="token_mean", k=16)
@@ -69,6 +75,7 @@ def run(model_dir: str) -> dict:
                                     "scored_tokens": sum(len(ys[i]) for i in mine)})
     norm, ok = step_optimizer(student, opt, sched, clip=0.5)
     out["phase2"] = {"metrics": m, "grad_norm": norm, "ok": ok, "weights": full_weights(student)}
+    out["phase2"]["moved"] = largest_change(w0, out["phase2"]["weights"])
 
     # SRT: one joint L_rev + L_gen step on the same ids laid out as revision examples
     model, _ = load_model(model_dir, device="cpu", quiet=True)
@@ -76,12 +83,14 @@ def run(model_dir: str) -> dict:
     distributed.shard(model)
     opt = make_optimizer(model, 1e-3, 1e-4, (0.9, 0.95))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+    w0 = full_weights(model)
     examples = [srt_example(x, y or [sorted(eos)[0]], s, list(reversed(y)), eos)
                 for x, y, s in zip(xs, ys, ss)]
     loss = srt_backward(model, distributed.split(examples, "batch"), "joint", tok.pad_token_id, 1)
     loss = distributed.all_sum(loss)
     norm, ok = step_optimizer(model, opt, sched, clip=0.5)
     out["srt"] = {"loss": loss, "grad_norm": norm, "ok": ok, "weights": full_weights(model)}
+    out["srt"]["moved"] = largest_change(w0, out["srt"]["weights"])
     return out
 
 
