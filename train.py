@@ -2,6 +2,7 @@
 
     python train.py                                   # the embedded toy world on a laptop CPU (~4 min)
     python train.py --model Qwen/Qwen3-4B-Instruct    # the paper's math setting on one GPU
+    torchrun --nproc_per_node=4 train.py --model ...  # several GPUs: FSDP2, see distributed.py
 
 Paper: Self-Distillation Zero, arXiv 2604.12002. This file is its Algorithm 1, top to bottom: the
 knob table, Phase 1, Phase 2, main. Run folders, checkpoints and the optimizer are in plumbing.py.
