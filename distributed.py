@@ -31,6 +31,7 @@ from __future__ import annotations
 import datetime
 import os
 import shutil
+import warnings
 
 import torch
 import torch.distributed as dist
@@ -217,7 +218,11 @@ def body_forward(model, **kwargs) -> torch.Tensor:
     weight, and the gradient it writes into W.grad is reduce-scattered with the embedding gradient
     when the body's backward ends. logits_to_keep=1 keeps HF from computing [B, L, V] logits.
     """
-    out = model(**kwargs, output_hidden_states=True, logits_to_keep=1)
+    with warnings.catch_warnings():
+        # FSDP2 warns that an output is a view (in-place ops on it would skip its hooks); we only
+        # index it, which copies.
+        warnings.filterwarnings("ignore", message="FSDP2-wrapped module")
+        out = model(**kwargs, output_hidden_states=True, logits_to_keep=1)
     return out.hidden_states[-1]                      # = last_hidden_state, after the final norm
 
 
