@@ -17,10 +17,12 @@ data-parallel way, with PyTorch's own machinery and no communication layer of ou
 
 What each rank does (the loops in train.py are the single-process ones, with a few lines marked
 ``# distributed:``): it takes its share of each step's questions (``split``), generates and grades
-them, and back-propagates its tokens weighted by 1/(GLOBAL token count) (``all_sum`` in
-revise.py); FSDP2 then SUMS the gradients over ranks (``shard`` sets the divide factor to 1), so N
-ranks apply exactly the update one process would on the same global batch (tests/test_distributed.py
-checks weights and loss). Metrics and generation budgets are combined over ranks (``reduce_metrics``,
+them, and back-propagates its tokens weighted by 1/(GLOBAL token count) (``global_weights`` and
+``all_sum``, called from revise.py); FSDP2 then SUMS the gradients over ranks (``shard`` sets the
+divide factor to 1), so N ranks apply the update one process would on the same global batch, up to
+the order of float sums (tests/test_distributed.py checks weights and loss). The LM head, whose
+gradient distill.py writes by hand, is kept correct by running the body through the FSDP root
+(``body_forward``). Rollouts stay HF generate, one per rank (README: what does not scale). Metrics and generation budgets are combined over ranks (``reduce_metrics``,
 ``gather_phase1``, ``gather_examples``), and only rank 0 writes logs, tables and HF folders.
 
 Without torchrun (WORLD_SIZE unset or 1) ``active()`` is False, every function here is the
@@ -84,8 +86,8 @@ def split(items: list, what: str = "batch") -> list:
     """This rank's share of a batch: items rank, rank + N, rank + 2N, ...
 
     Sharded forwards are collectives, so every rank must run the same number of micro-batches and
-    generate() calls: training batches must split evenly (collection with an unsharded model, below,
-    need not; pass what=None there).
+    generate() calls: training batches must split evenly. Phase 1 and RFT collection generate with
+    the unsharded model, so any split will do there (what=None).
     """
     if not active():
         return items
