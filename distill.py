@@ -251,8 +251,12 @@ def chunked_head_backward(model, hidden_rows: torch.Tensor,
                 b.grad = g.sum(0) if b.grad is None else b.grad.add_(g.sum(0))
         del logits, loss, g                                # free this chunk before the next one
     # distributed: a sharded body must run its backward on every rank (its hooks reduce-scatter
-    # the gradients, W.grad included), even on a rank with no scored token (N == 0).
+    # the gradients, W.grad included), even on a rank with no scored token (N == 0); that rank
+    # also needs a (zero) W.grad, or it would reduce one gradient fewer than the others (untied head).
     if (n > 0 or distributed.active()) and hidden_rows.requires_grad:
+        for t in (W, b) if distributed.active() else ():
+            if t is not None and t.requires_grad and t.grad is None:
+                t.grad = torch.zeros_like(t)
         hidden_rows.backward(grad_h)                       # one backward through the body
     return total
 

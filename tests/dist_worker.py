@@ -1,4 +1,4 @@
-"""One Phase-2 step and one SRT step on a fixed global batch, with or without torchrun.
+"""Phase-2 steps (LM head tied and untied) and an SRT step on a fixed global batch, with or without torchrun.
 
     python tests/dist_worker.py MODEL_DIR OUT.pt                                 # 1 process: the reference
     python -m torch.distributed.run --nproc_per_node=2 tests/dist_worker.py MODEL_DIR OUT.pt   # 2 ranks
@@ -46,12 +46,20 @@ def largest_change(before: dict, after: dict) -> float:
     return max((float((after[k] - before[k]).abs().max()) for k in before), default=0.0)
 
 
-def run(model_dir: str) -> dict:
-    distributed.setup()
-    out = {}
-    # Phase 2: student = the tiny model, teacher = the same weights nudged (a frozen, different reviser)
+def untie(model):
+    """Give the LM head a weight of its own (Qwen3-8B's layout; the tiny model, like Qwen3-4B, ties
+    it to the embedding), so both layouts of the hand-written head gradient are checked."""
+    model.config.tie_word_embeddings = False
+    model.lm_head.weight = torch.nn.Parameter(model.lm_head.weight.detach().clone())
+    return model
+
+
+def phase2_step(model_dir: str, tied: bool) -> dict:
+    """Student = the tiny model, teacher = the same weights nudged (a frozen, different reviser)."""
     student, tok = load_model(model_dir, device="cpu", quiet=True)
     teacher, _ = load_model(model_dir, device="cpu", quiet=True)
+    if not tied:
+        student, teacher = untie(student), untie(teacher)
     torch.manual_seed(1)
     with torch.no_grad():
         for p in teacher.parameters():
@@ -74,11 +82,16 @@ def run(model_dir: str) -> dict:
     m = distributed.reduce_metrics({**m, **rollout_metrics(rolls, [float(i % 2) for i in mine]),
                                     "scored_tokens": sum(len(ys[i]) for i in mine)})
     norm, ok = step_optimizer(student, opt, sched, clip=0.5)
-    out["phase2"] = {"metrics": m, "grad_norm": norm, "ok": ok, "weights": full_weights(student)}
-    out["phase2"]["moved"] = largest_change(w0, out["phase2"]["weights"])
+    out = {"loss": m["loss"], "metrics": m, "grad_norm": norm, "ok": ok, "weights": full_weights(student)}
+    out["moved"] = largest_change(w0, out["weights"])
+    return out
 
-    # SRT: one joint L_rev + L_gen step on the same ids laid out as revision examples
-    model, _ = load_model(model_dir, device="cpu", quiet=True)
+
+def srt_step(model_dir: str) -> dict:
+    """One joint L_rev + L_gen step on the same ids laid out as revision examples."""
+    model, tok = load_model(model_dir, device="cpu", quiet=True)
+    eos = eos_ids(model, tok)
+    xs, ys, ss = batch(tok, eos)
     model.train()
     distributed.shard(model)
     opt = make_optimizer(model, 1e-3, 1e-4, (0.9, 0.95))
@@ -89,9 +102,15 @@ def run(model_dir: str) -> dict:
     loss = srt_backward(model, distributed.split(examples, "batch"), "joint", tok.pad_token_id, 1)
     loss = distributed.all_sum(loss)
     norm, ok = step_optimizer(model, opt, sched, clip=0.5)
-    out["srt"] = {"loss": loss, "grad_norm": norm, "ok": ok, "weights": full_weights(model)}
-    out["srt"]["moved"] = largest_change(w0, out["srt"]["weights"])
+    out = {"loss": loss, "grad_norm": norm, "ok": ok, "weights": full_weights(model)}
+    out["moved"] = largest_change(w0, out["weights"])
     return out
+
+
+def run(model_dir: str) -> dict:
+    distributed.setup()
+    return {"phase2": phase2_step(model_dir, tied=True), "phase2_untied": phase2_step(model_dir, tied=False),
+            "srt": srt_step(model_dir)}
 
 
 if __name__ == "__main__":
