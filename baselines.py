@@ -30,6 +30,7 @@ import os
 import torch
 
 import distill
+import distributed
 import toy
 from generate import build_messages, load_model, prompt_ids, rollout_metrics, training_sampling
 from plumbing import read_jsonl, seed_all, write_jsonl_atomic
@@ -91,11 +92,11 @@ def grpo_step(args, student, tok, items, phrases, device) -> dict:
                                       gen=training_sampling(args))
     adv = group_advantages(torch.tensor(rewards), n)
     temp = args.temperature if args.temperature > 0 else 1.0
-    n_tok = sum(r.num_tokens for r in rolls)
+    n_tok = distributed.all_sum(sum(r.num_tokens for r in rolls))   # distributed: GLOBAL token count
     loss_sum = 0.0
     for s in range(0, len(rolls), args.micro_batch):
         rs = rolls[s:s + args.micro_batch]
-        if not any(r.completion_ids for r in rs):
+        if not any(r.completion_ids for r in rs) and not distributed.active():   # (sharded: all run)
             continue
         sb = scored_batch([r.prompt_ids for r in rs], [r.completion_ids for r in rs], tok.pad_token_id)
         targets = sb["targets"].to(device)
@@ -177,10 +178,13 @@ def run(args, model_name, model, tok, rows, run_, budget: int, srt_loop, onpolic
         ex_path, st_path = run_.path("rft_examples.jsonl"), run_.path("rft_stats.json")
         if run_.ckpt is None or not os.path.exists(ex_path):
             run_.say(f"[RFT] sampling {n} responses for each of {len(rows)} questions (budget {budget})")
-            examples, stats = rft_collect(model, tok, rows, task=args.task, n=n, gen=gen, phrases=phrases,
-                                          progress=not args.quiet)
-            write_jsonl_atomic(ex_path, examples)
-            json.dump(stats, open(st_path, "w"), indent=1)
+            examples, stats = rft_collect(model, tok, distributed.split(rows, None), task=args.task, n=n,
+                                          gen=gen, phrases=phrases, progress=not args.quiet)
+            examples, stats = distributed.gather_examples(examples, stats)   # distributed: all ranks'
+            if distributed.is_main():
+                write_jsonl_atomic(ex_path, examples)
+                json.dump(stats, open(st_path, "w"), indent=1)
+            distributed.barrier()
             run_.say(f"[RFT] kept {stats['kept']} correct of {stats['samples']}")
         examples, stats = read_jsonl(ex_path), json.load(open(st_path))
         if not examples:

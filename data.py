@@ -13,6 +13,9 @@ the held-out table then reports each band's accuracy beside the overall one.
 Other exports are mapped with field flags (``--question-field problem`` for OpenR1-Math-220k).
 A malformed line is an error that names the file and line — never a silent skip, because a skipped
 row changes which questions land in which phase.
+
+It also owns the orders and counts the knobs imply: the phase split, SRT's batch plan, Phase 2's
+question order, its step count (``phase2_steps``) and SD-Zero's generation budget (``planned_budget``).
 """
 from __future__ import annotations
 
@@ -258,3 +261,31 @@ def paper_code_hint() -> str:
             "(--question-field prompt) and the tests are 'examples', a list of {input, output} "
             "(--tests-field examples; a list is read as stdio tests), e.g. "
             "--data cf.jsonl --test-data cf_heldout.jsonl --question-field prompt --tests-field examples")
+
+
+# --------------------------------------------------------------------------------------------
+# Counts from the knobs: Phase-2 steps and the generation budget (train.py, baselines)
+# --------------------------------------------------------------------------------------------
+def phase2_steps(args, n2: int) -> int:
+    """Phase-2 optimizer steps: --steps, or --phase2-epochs passes over N2 rounded up to whole steps.
+
+    Paper scale: 9,000 questions x 1 pass / 128 per step = 70.3 -> 71 steps = 9,088 generations
+    (App. C.2 counts 9K; the last step's 88 questions start the next reshuffled pass).
+    """
+    return args.steps or max(1, math.ceil(args.phase2_epochs * n2 / args.batch_questions))
+
+
+def planned_budget(args, n_train: int) -> int:
+    """Generations SD-Zero would use with these settings (paper App. C.2: a response = one).
+
+    Phase 1: |N1| x n_init initial answers, each revised n_rev times; Phase 2: steps x questions x
+    rollouts. With --revise-correct 0 only the wrong initial answers are revised, a number no one
+    knows before sampling, so the baselines then need --budget (read it off the SD-Zero run).
+    """
+    if not args.revise_correct:
+        raise SystemExit("error: with --revise-correct 0 SD-Zero's Phase-1 generations depend on how many "
+                         "initial answers are wrong; pass the baseline --budget N (the last 'generations' "
+                         "in the SD-Zero run's metrics.jsonl)")
+    n1, n2 = (len(p) for p in split_phases(list(range(n_train)), args.phase1_questions, args.seed))
+    return (n1 * args.n_init * (1 + args.n_rev)
+            + phase2_steps(args, n2) * args.batch_questions * args.rollouts_per_question)

@@ -10,7 +10,8 @@ The student comes first inside the KL: this is the *reverse* KL Σ_v p_s(v)(log 
 mode-seeking. The official code defaults to a 50/50 mix of forward and reverse KL, computed on the
 teacher's top-64 tokens with both sides renormalised on that support; both are options here.
 
-What lives here (pure functions: no I/O, no model loading; torch only):
+What lives here (pure functions: no I/O, no model loading; torch only, plus two marked lines for
+FSDP2 models under torchrun, see distributed.py):
 
 * ``divergence``            — reverse / forward / mixed KL between two log-prob vectors, in fp32.
 * ``token_weights``         — how per-token losses add up to the batch loss (token mean, eq. 4 sum).
@@ -41,6 +42,8 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
+
+import distributed
 
 KINDS = ("reverse", "forward", "mixed")
 SUPPORTS = ("topk", "full", "sampled")
@@ -117,6 +120,9 @@ def final_hidden(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -
     token (transformers#18388); cumsum of the mask − 1 gives 0 at the first real token either way.
     """
     position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+    if distributed.active() and distributed.sharded(model):   # distributed: via the FSDP root's hooks
+        return distributed.body_forward(model, input_ids=input_ids, attention_mask=attention_mask,
+                                        position_ids=position_ids, use_cache=False)
     body = model.get_decoder() if hasattr(model, "get_decoder") else model.base_model
     out = body(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                use_cache=False)
@@ -208,7 +214,8 @@ def chunked_head_backward(model, hidden_rows: torch.Tensor,
     size). With tied embeddings W is the embedding matrix: the body's backward adds its part later.
     Finally one ``hidden_rows.backward(dL/dh)`` pushes the gradient through the transformer body.
     Peak vocab memory is one chunk's, not N's; the body runs backward once.
-    (Single device: W.grad is written directly, so DDP/FSDP gradient hooks would not see it.)
+    Under FSDP2 (distributed.py) W is the full weight the root's forward gathered, and the W.grad
+    written here is reduce-scattered with the rest when the body's backward ends (body_forward).
 
     backward=False just sums the chunk losses under no_grad (evaluation). Returns the total loss as
     a detached tensor. N == 0 returns 0 and leaves every .grad untouched (skip the optimiser step).
@@ -243,7 +250,13 @@ def chunked_head_backward(model, hidden_rows: torch.Tensor,
             if b is not None and b.requires_grad:
                 b.grad = g.sum(0) if b.grad is None else b.grad.add_(g.sum(0))
         del logits, loss, g                                # free this chunk before the next one
-    if n > 0 and hidden_rows.requires_grad:
+    # distributed: a sharded body must run its backward on every rank (its hooks reduce-scatter
+    # the gradients, W.grad included), even on a rank with no scored token (N == 0); that rank
+    # also needs a (zero) W.grad, or it would reduce one gradient fewer than the others (untied head).
+    if (n > 0 or distributed.active()) and hidden_rows.requires_grad:
+        for t in (W, b) if distributed.active() else ():
+            if t is not None and t.requires_grad and t.grad is None:
+                t.grad = torch.zeros_like(t)
         hidden_rows.backward(grad_h)                       # one backward through the body
     return total
 

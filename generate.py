@@ -29,6 +29,8 @@ from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
+import distributed
+
 # The paper's math instruction (the official code's wording). One prompt format is used for
 # collection, SRT, Phase 2 and evaluation (the released code mixed three formats across stages).
 MATH_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
@@ -292,6 +294,10 @@ def rollout(model, tokenizer, prompts: list[list[int]], *, n: int = 1, temperatu
     sample_kwargs = ({"do_sample": False} if greedy or temperature == 0 else
                      {"do_sample": True, "temperature": float(temperature), "top_p": float(top_p),
                       "top_k": int(top_k)})
+    if distributed.active() and distributed.sharded(model):
+        # distributed: an FSDP2 model's every forward is a collective, so a rank whose samples all
+        # ended keeps stepping until every rank's have (HF's synced_gpus, as for ZeRO-3).
+        sample_kwargs["synced_gpus"] = True
     if greedy or temperature == 0:
         # Neutral values so a checkpoint's sampling defaults do not trigger "unused flag" warnings.
         sample_kwargs.update({"temperature": None, "top_p": None, "top_k": None})

@@ -14,6 +14,10 @@ for days lives here, so that it does not stand between the reader and the method
 * ``Table``      — the held-out table at the end of a run: one cached evaluation per model, and the
                    shared revision pool (revision_pool.jsonl) every model revises.
 * RNG state, atomic writes, a progress bar.
+
+Under torchrun (distributed.py) the same objects serve every rank: only rank 0 writes files, and
+checkpoints go through torch.distributed.checkpoint; the lines that differ are marked
+``# distributed:``.
 """
 from __future__ import annotations
 
@@ -29,6 +33,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+import distributed
 from data import read_jsonl, write_jsonl_atomic  # noqa: F401  (train.py and baselines.py use them from here)
 from evaluate import (evaluate_model, fmt_pct, json_safe, load_pool, results_table, revision_pool,
                       save_pool, shared_pool_revision)
@@ -41,7 +46,7 @@ from revise import Phrases
 def seed_all(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
-    torch.manual_seed(seed)
+    torch.manual_seed(seed + 1_000_003 * distributed.rank())   # distributed: each rank its own samples
 
 
 def rng_state() -> dict:
@@ -87,17 +92,19 @@ class Run:
         self.dir = run_dir
         self.metrics = os.path.join(run_dir, "metrics.jsonl")
         ckpt_path = self.path("checkpoint.pt")
+        self.main = distributed.is_main()             # distributed: rank 0 alone writes the folder
         os.makedirs(run_dir, exist_ok=True)
-        json.dump(config, open(self.path("config.json"), "w"), indent=1, default=str)
+        if self.main:
+            json.dump(config, open(self.path("config.json"), "w"), indent=1, default=str)
         self.ckpt = None
         if resume and os.path.exists(ckpt_path):
             self.ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
             self._truncate_metrics(self.ckpt["phase"], self.ckpt["step"])
-            logged = read_jsonl(self.metrics) if os.path.exists(self.metrics) else []
+            logged = read_jsonl(self.metrics) if self.main and os.path.exists(self.metrics) else []
             if not any(r.get("phase") == self.ckpt["phase"] and r.get("step") == self.ckpt["step"]
                        for r in logged):
                 self.metric(self.ckpt["last"])       # killed between the checkpoint and its log line
-        elif os.path.exists(self.metrics):
+        elif self.main and os.path.exists(self.metrics):
             os.remove(self.metrics)
         evals = self.path("eval.json")
         self.evals = json.load(open(evals)) if resume and os.path.exists(evals) else {}
@@ -107,9 +114,12 @@ class Run:
 
     @staticmethod
     def say(msg: str) -> None:
-        print(msg, flush=True)
+        if distributed.is_main():
+            print(msg, flush=True)
 
     def metric(self, rec: dict) -> None:
+        if not self.main:
+            return
         with open(self.metrics, "a") as f:
             f.write(json.dumps(rec) + "\n")
 
@@ -118,7 +128,7 @@ class Run:
 
     def _truncate_metrics(self, phase: str, step: int) -> None:
         """On resume: drop records of steps the checkpoint does not contain (they will be redone)."""
-        if not os.path.exists(self.metrics):
+        if not self.main or not os.path.exists(self.metrics):
             return
         keep = []
         for line in open(self.metrics):
@@ -140,6 +150,8 @@ class Run:
         """
         if not self.resuming(phase):
             return {"step": 0}
+        if distributed.active() or "dcp" in self.ckpt:   # distributed: sharded checkpoint (DCP)
+            return distributed.restore(self, phase, model, opt, sched)
         model.load_state_dict(self.ckpt["model"])
         opt.load_state_dict(self.ckpt["optimizer"])
         sched.load_state_dict(self.ckpt["scheduler"])
@@ -148,12 +160,16 @@ class Run:
 
     def save(self, phase: str, step: int, model, opt, sched, last: dict, **extra) -> None:
         """One atomic checkpoint: weights, optimizer, schedule, RNG and the step's metrics record."""
+        if distributed.active():                          # distributed: sharded checkpoint (DCP)
+            return distributed.save(self, phase, step, model, opt, sched, last, extra)
         atomic_torch_save({"phase": phase, "step": step, "model": model.state_dict(),
                            "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                            "rng": rng_state(), "last": last, **extra}, self.path("checkpoint.pt"))
 
     def save_hf(self, model, tok, name: str) -> str:
         """An ordinary Hugging Face folder, written beside and renamed into place."""
+        if distributed.active():                          # distributed: gathered, rank 0 writes
+            return distributed.save_hf(self, model, tok, name)
         path = self.path(name)
         tmp = path + ".tmp"
         shutil.rmtree(tmp, ignore_errors=True)
@@ -190,7 +206,7 @@ class Table:
     def add(self, name, model, generations: str) -> None:
         a = self.args
         self.budgets[name] = generations
-        if a.no_eval or not self.items:
+        if a.no_eval or not self.items or not distributed.is_main():   # distributed: rank 0 evaluates
             return
         phrases = Phrases(a.p_correct, a.p_wrong)
 
@@ -305,15 +321,18 @@ class AdamW(torch.optim.Optimizer):
                     st["m"] = torch.zeros_like(p, dtype=torch.float32)
                     st["v"] = torch.zeros_like(p, dtype=torch.float32)
                 st["step"] += 1
-                g = p.grad.float()
-                st["m"].mul_(b1).add_(g, alpha=1 - b1)
-                st["v"].mul_(b2).addcmul_(g, g, value=1 - b2)
-                m_hat = st["m"] / (1 - b1 ** st["step"])
-                v_hat = st["v"] / (1 - b2 ** st["step"])
-                w = p.float()
+                # distributed: under FSDP2 p, its grad and m, v are DTensor shards; the update is
+                # elementwise, so each rank updates its own shard (local() is the identity otherwise).
+                p_, m, v = distributed.local(p), distributed.local(st["m"]), distributed.local(st["v"])
+                g = distributed.local(p.grad).float()
+                m.mul_(b1).add_(g, alpha=1 - b1)
+                v.mul_(b2).addcmul_(g, g, value=1 - b2)
+                m_hat = m / (1 - b1 ** st["step"])
+                v_hat = v / (1 - b2 ** st["step"])
+                w = p_.float()
                 w.mul_(1 - group["lr"] * group["weight_decay"])
                 w.addcdiv_(m_hat, v_hat.sqrt_().add_(group["eps"]), value=-group["lr"])
-                p.copy_(stochastic_round_bf16(w) if p.dtype == torch.bfloat16 else w.to(p.dtype))
+                p_.copy_(stochastic_round_bf16(w) if p_.dtype == torch.bfloat16 else w.to(p_.dtype))
 
 
 def make_optimizer(model, lr, wd, betas):

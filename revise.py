@@ -34,6 +34,7 @@ from dataclasses import dataclass
 import torch
 
 import distill
+import distributed
 import reward
 from generate import Rollout, end_of_turn_id, eos_ids, pad, prompt_ids, rollout
 from reward import P_CORRECT, P_WRONG, P_WRONG_OFFICIAL  # noqa: F401  (P_WRONG_OFFICIAL: for --p-wrong)
@@ -135,10 +136,12 @@ def distill_on_policy(student, teacher, student_contexts, teacher_contexts, ys, 
     """
     seq_of_token = torch.tensor([b for b, y in enumerate(ys) for _ in y], dtype=torch.long)
     weights = distill.token_weights(seq_of_token, len(ys), norm)
+    if distributed.active():             # distributed: this rank's share of the GLOBAL batch's weights
+        weights = distributed.global_weights(weights, len(seq_of_token), len(ys), norm)
     loss_sum, kls, offset = 0.0, [], 0
     for s in range(0, len(ys), micro_batch):
         sl = slice(s, s + micro_batch)
-        if sum(len(y) for y in ys[sl]) == 0:
+        if sum(len(y) for y in ys[sl]) == 0 and not distributed.active():   # (sharded: all ranks run)
             continue
         st = scored_batch(student_contexts[sl], ys[sl], pad_id)
         te = scored_batch(teacher_contexts[sl], ys[sl], pad_id)
@@ -276,8 +279,7 @@ def collect_revisions(model, tokenizer, items: list[dict], *, task: str = "math"
                      "y_rev_text": tokenizer.decode(y_rev, skip_special_tokens=True)})
     found = len(rows)
     if max_traces and found > max_traces:
-        keep = sorted(random.Random(seed).sample(range(found), max_traces))
-        rows = [rows[i] for i in keep]
+        rows = cap_traces(rows, max_traces, seed)
         kept = {"correct_init": sum(r["reward_init"] >= 0.5 for r in rows)}
         kept["wrong_init"] = len(rows) - kept["correct_init"]
     n_correct = sum(r >= 0.5 for r in r_init)
@@ -288,6 +290,15 @@ def collect_revisions(model, tokenizer, items: list[dict], *, task: str = "math"
              "dropped_truncated": truncated, "verified_unique": found, "kept": len(rows), "generations": len(inits) + len(revs),
              "generated_tokens": sum(r.num_tokens for r in inits) + sum(r.num_tokens for r in revs)}
     return rows, stats
+
+
+def cap_traces(rows: list[dict], max_traces: int, seed: int) -> list[dict]:
+    """At most ``max_traces`` rows, a uniformly random subset from ``seed``, kept in order; 0 = all.
+    (Under torchrun, distributed.gather_phase1 applies it to all ranks' rows together.)"""
+    if not max_traces or len(rows) <= max_traces:
+        return rows
+    keep = sorted(random.Random(seed).sample(range(len(rows)), max_traces))
+    return [rows[i] for i in keep]
 
 
 # --------------------------------------------------------------------------------------------
@@ -311,6 +322,8 @@ def srt_token_weights(examples: list[dict], mode: str) -> list[list[float]]:
     """
     n_rev = sum(sum(e["rev_mask"]) for e in examples)
     n_gen = sum(sum(e["gen_mask"]) for e in examples)
+    if distributed.active():             # distributed: token means over the GLOBAL batch
+        n_rev, n_gen = distributed.all_sum([n_rev, n_gen])
     out = []
     for e in examples:
         w = []

@@ -2,6 +2,7 @@
 
     python train.py                                   # the embedded toy world on a laptop CPU (~4 min)
     python train.py --model Qwen/Qwen3-4B-Instruct    # the paper's math setting on one GPU
+    torchrun --nproc_per_node=4 train.py --model ...  # several GPUs: FSDP2, see distributed.py
 
 Paper: Self-Distillation Zero, arXiv 2604.12002. This file is its Algorithm 1, top to bottom: the
 knob table, Phase 1, Phase 2, main. Run folders, checkpoints and the optimizer are in plumbing.py.
@@ -38,10 +39,12 @@ import torch
 
 import baselines
 import data as data_mod
+import distributed
 import distill
 import report
 import toy
 from generate import ModelLoadError, eos_ids, load_model, rollout_metrics, training_sampling
+from data import phase2_steps, planned_budget  # noqa: F401  (tests call them as train.*)
 from plumbing import (BadSteps, Run, Table, cosine_schedule, make_optimizer, plateau_reached, progress, read_jsonl,
                       seed_all, step_optimizer, warmup_constant_schedule, write_jsonl_atomic)
 from revise import (P_CORRECT, P_WRONG, Phrases, collect_revisions, distill_on_policy, fit_teacher_budget,
@@ -192,15 +195,19 @@ def phase1(args, model, tok, n1, run: Run) -> None:
         else:
             run.say(f"[phase 1] collecting self-revisions on {len(n1)} questions "
                     f"({args.n_init} y_init + {args.n_rev} revisions each)")
-            rows, stats = collect_revisions(model, tok, n1, task=args.task, phrases=phrases,
-                                            n_init=args.n_init, n_rev=args.n_rev,
+            # distributed: each rank collects on its share of N1 (cap off), then all get the union
+            rows, stats = collect_revisions(model, tok, distributed.split(n1, None), task=args.task,
+                                            phrases=phrases, n_init=args.n_init, n_rev=args.n_rev,
                                             revise_correct=bool(args.revise_correct),
-                                            gen=training_sampling(args),
-                                            max_traces=args.max_traces, seed=args.seed,
+                                            gen=training_sampling(args), seed=args.seed,
+                                            max_traces=0 if distributed.active() else args.max_traces,
                                             progress=not args.quiet)
+            rows, stats = distributed.gather_phase1(rows, stats, args.max_traces, args.seed)
         stats["seconds"] = round(time.time() - t0, 1)
-        write_jsonl_atomic(rev_path, rows)
-        json.dump(stats, open(stats_path, "w"), indent=1)
+        if distributed.is_main():                        # distributed: rank 0 writes, all read below
+            write_jsonl_atomic(rev_path, rows)
+            json.dump(stats, open(stats_path, "w"), indent=1)
+        distributed.barrier()
         run.say(f"[phase 1] kept {stats['kept']} verified revisions; {stats['generations']} generations, "
                 f"{stats['seconds']:.0f}s; counts in {stats_path}")
     rows, stats = read_jsonl(rev_path), json.load(open(stats_path))
@@ -227,6 +234,7 @@ def srt_loop(args, model, tok, stages, run: Run, spent, out_name: str, label: st
     plan = data_mod.srt_plan(stages, args.seed, args.srt_batch_size, args.srt_steps, args.srt_epochs)
 
     model.train()
+    distributed.shard(model)          # distributed: FSDP2 shards, before the optimizer sees the weights
     opt = make_optimizer(model, args.srt_lr, args.srt_weight_decay, (0.9, 0.95))
     sched = cosine_schedule(opt, len(plan), int(args.srt_warmup * len(plan)))
     start = run.restore("srt", model, opt, sched)["step"]
@@ -236,7 +244,9 @@ def srt_loop(args, model, tok, stages, run: Run, spent, out_name: str, label: st
     bar = progress(len(plan), label, start, args.quiet)
     for step in range(start, len(plan)):
         mode, batch = plan[step]
-        loss = srt_backward(model, batch, mode, tok.pad_token_id, args.micro_batch)
+        loss = srt_backward(model, distributed.split(batch, "SRT batch"), mode, tok.pad_token_id,
+                            args.micro_batch)
+        loss = distributed.all_sum(loss)          # distributed: each rank held its share of the loss
         lr = sched.get_last_lr()[0]
         norm, ok = step_optimizer(model, opt, sched, args.grad_clip)
         ok = ok and math.isfinite(loss)
@@ -285,7 +295,9 @@ def phase2(args, student, teacher, tok, n2, run: Run, spent, step_fn, *, steps: 
     """
     if teacher is not None:
         teacher.eval().requires_grad_(False)
+        distributed.shard(teacher)    # distributed: sharded too, no optimizer state
     student.train()
+    distributed.shard(student)        # distributed: FSDP2 shards, before the optimizer sees the weights
     opt = make_optimizer(student, lr, args.weight_decay, (0.9, 0.999))
     sched = warmup_constant_schedule(opt, args.warmup_steps)
     ck = run.restore("distill", student, opt, sched)
@@ -301,7 +313,8 @@ def phase2(args, student, teacher, tok, n2, run: Run, spent, step_fn, *, steps: 
     bar = progress(steps, label, start, args.quiet)
     for step in range(start, steps):
         items = [n2[i] for i in order[step * batch_questions:(step + 1) * batch_questions]]
-        m = step_fn(items)
+        # distributed: each rank takes its share of the questions; the metrics are combined
+        m = distributed.reduce_metrics(step_fn(distributed.split(items, "batch of questions")))
         lr_now = sched.get_last_lr()[0]
         norm, ok = step_optimizer(student, opt, sched, args.grad_clip)
         ok = ok and math.isfinite(m["loss"])
@@ -329,31 +342,6 @@ def phase2(args, student, teacher, tok, n2, run: Run, spent, step_fn, *, steps: 
     run.say(f"[{label}] done: {steps} steps, {time.time() - t0:.0f}s, teacher syncs {syncs} -> {out}")
 
 
-def phase2_steps(args, n2: int) -> int:
-    """Phase-2 optimizer steps: --steps, or --phase2-epochs passes over N2 rounded up to whole steps.
-
-    Paper scale: 9,000 questions x 1 pass / 128 per step = 70.3 -> 71 steps = 9,088 generations
-    (App. C.2 counts 9K; the last step's 88 questions start the next reshuffled pass).
-    """
-    return args.steps or max(1, math.ceil(args.phase2_epochs * n2 / args.batch_questions))
-
-
-def planned_budget(args, n_train: int) -> int:
-    """Generations SD-Zero would use with these settings (paper App. C.2: a response = one).
-
-    Phase 1: |N1| x n_init initial answers, each revised n_rev times; Phase 2: steps x questions x
-    rollouts. With --revise-correct 0 only the wrong initial answers are revised, a number no one
-    knows before sampling, so the baselines then need --budget (read it off the SD-Zero run).
-    """
-    if not args.revise_correct:
-        raise SystemExit("error: with --revise-correct 0 SD-Zero's Phase-1 generations depend on how many "
-                         "initial answers are wrong; pass the baseline --budget N (the last 'generations' "
-                         "in the SD-Zero run's metrics.jsonl)")
-    n1, n2 = (len(p) for p in data_mod.split_phases(list(range(n_train)), args.phase1_questions, args.seed))
-    return (n1 * args.n_init * (1 + args.n_rev)
-            + phase2_steps(args, n2) * args.batch_questions * args.rollouts_per_question)
-
-
 # --------------------------------------------------------------------------------------------
 # Main
 # --------------------------------------------------------------------------------------------
@@ -362,9 +350,12 @@ def load_data(args) -> tuple[str, list[dict], list[dict]]:
     fields = {"question": args.question_field, "answer": args.answer_field, "tests": args.tests_field,
               "solution": args.solution_field}
     model, data, test_data, test_rows = args.model, args.data, args.test_data, []
+    for turn in (True, False) if args.toy else ():    # distributed: rank 0 builds it, then the rest
+        if distributed.is_main() == turn:
+            built = toy.build_toy(args.toy_root, seed=0, quiet=args.quiet, steps=args.toy_steps,
+                                  world=args.toy_world)
+        distributed.barrier()
     if args.toy:
-        built = toy.build_toy(args.toy_root, seed=0, quiet=args.quiet, steps=args.toy_steps,
-                              world=args.toy_world)
         model, data, test_data = built["model"], data or built["train"], test_data or built["test"]
     try:
         if data is None and args.task == "code":
@@ -389,6 +380,7 @@ def load(path, quiet=True, grad_ckpt=False):
 
 def main(argv=None) -> int:
     args = resolve(build_parser().parse_args(argv))
+    distributed.setup()                             # under torchrun: join the process group
     torch.set_num_threads(args.threads or min(2, os.cpu_count() or 1))
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     t_start = time.time()
@@ -440,7 +432,7 @@ def main(argv=None) -> int:
         table.add("SD-Zero" if args.phase == "all" else "Phase 2 only", load(run.path("final"))[0],
                   f"{gens} ({gens - spent[0]} in Phase 2)")
     table.write()
-    charts = report.write_report([run_dir])       # report.html: the run's curves as inline SVG
+    charts = report.write_report([run_dir]) if distributed.is_main() else None   # report.html (SVG)
     run.say(f"\ntotal wall time {time.time() - t_start:.0f}s; outputs in {run_dir}/ (charts: {charts})")
     return 0
 
