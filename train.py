@@ -14,8 +14,8 @@ then fine-tune on  L_SRT = L_rev + L_gen  over  X + Y_init' + S(P_r) + Y_rev.
 Phase 2 — self-distillation (§2.2, eq. 4). On disjoint questions N2, each step: the student (generator)
 samples y ~ π_θ(·|x); the verifier gives r; the frozen teacher (the SRT weights, acting as reviser)
 reads X + Y' + S(P_r) + Y under no_grad and keeps its top-k logits at the positions of the second Y;
-the student minimises Σ_t KL(π_θ(·|x, y<t) ‖ π_T(·|x, y, P_r, y<t)). Every N steps the teacher can be
-re-synchronised to the student (teacher := student; Fig. 5). 0 = frozen teacher (paper default).
+the student minimises Σ_t KL(π_θ(·|x, y<t) ‖ π_T(·|x, y, P_r, y<t)). The teacher can be re-synchronised
+to the student (teacher := student; Fig. 5) every N steps or once the reward plateaus; default frozen.
 
 Binary reward → which phrase the teacher reads → a dense, per-token target. That is the whole trick.
 
