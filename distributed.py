@@ -250,7 +250,7 @@ def save(run, phase: str, step: int, model, opt, sched, last: dict, extra: dict)
         shutil.rmtree(run.path(name), ignore_errors=True)     # a half-written one from a killed run
     barrier()
     state = _state(model, opt)
-    shards = [k for k, v in extra.items() if isinstance(v, dict)]     # the synced teacher's weights
+    shards = ["teacher"] if "teacher" in extra else []    # the synced teacher's weights (other extras are plain)
     dcp.save({**state, **{k: extra[k] for k in shards}}, checkpoint_id=run.path(name))
     rngs = all_gather(rng_state())
     if is_main():
