@@ -105,7 +105,7 @@ RANGES = {"a+b*c": (range(1, 10), range(1, 10), range(2, 10)),
 # every shape's correct habit is written half the time, so every question is solved about half the
 # time. The banded world adds a *rare* band: two shapes whose correct habit the corpus writes only
 # RARE_GOOD of the time (and, with the same re-attempt rule, its revisions are fresh attempts at
-# that same rate). Sampling at T = 0.7 sharpens 10/90 further: the base solved 1% and 0% of them (seeds 0, 2).
+# that same rate). Sampling at T = 0.7 sharpens 10/90 further: the base solved 1%, 0%, 0% of them (seeds 0-2).
 # `python train.py --toy-world banded`; the held-out table then reports accuracy per band.
 WORLDS = {"standard": ["a+b*c", "(a+b)*c", "a-b+c", "a-(b+c)"],
           "banded": ["a+b*c", "(a+b)*c", "a-b+c", "a-(b+c)", "a*(b+c)", "a-b*c"]}
