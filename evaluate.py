@@ -126,13 +126,12 @@ def evaluate_model(model, tok, items, *, task="math", k=1, phrases=Phrases(), ge
 
 def band_accuracy(items: list[dict], rolls, rewards) -> dict:
     """avg reward per difficulty band ({band: {"avg", "questions"}}), for rows that carry "band"."""
-    sums, qs = {}, {}
+    per_band = {}                                   # band -> question index -> its rewards
     for r, rw in zip(rolls, rewards):
-        b = items[r.index].get("band")
-        if b is not None:
-            sums.setdefault(b, []).append(rw)
-            qs.setdefault(b, set()).add(r.index)
-    return {b: {"avg": sum(v) / len(v), "questions": len(qs[b])} for b, v in sorted(sums.items())}
+        if items[r.index].get("band") is not None:
+            per_band.setdefault(items[r.index]["band"], {}).setdefault(r.index, []).append(rw)
+    return {b: {"avg": sum(map(sum, qs.values())) / sum(map(len, qs.values())), "questions": len(qs)}
+            for b, qs in sorted(per_band.items())}
 
 
 # --------------------------------------------------------------------------------------------

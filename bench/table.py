@@ -62,8 +62,8 @@ def bench_table(args) -> dict:
     runs_dir = os.path.join(args.runs_dir)
     rows: dict[str, list[dict]] = {}
     common = ["--eval-k", str(args.eval_k), "--threads", str(args.threads)]
-    banded = args.world == "banded"
-    prefix, baselines = ("table-banded", ("rft", "grpo")) if banded else ("table", ("rft", "grpo", "sdft"))
+    banded, prefix = args.world == "banded", _prefix(args.world)
+    baselines = ("rft", "grpo") if banded else ("rft", "grpo", "sdft")
     if banded:
         common += ["--toy-world", "banded"]
     for seed in args.seeds:
@@ -115,6 +115,11 @@ def bench_table(args) -> dict:
     return _write_table(rows, args)
 
 
+def _prefix(world: str) -> str:
+    """Run names and result files of one world: table-* (standard), table-banded-* (banded)."""
+    return "table" if world == "standard" else f"table-{world}"
+
+
 def _summ(ev: dict, k: int) -> dict:
     return {"avg": ev[f"avg@{k}"], "mean_tokens": ev["mean_tokens"],
             "correction_rate": ev.get("revision", {}).get("correction_rate"),
@@ -161,7 +166,7 @@ def _write_table(rows: dict, args) -> dict:
     world = "" if args.world == "standard" else f" --world {args.world}"
     header = (f"Toy world ({args.world}), seeds {args.seeds}, {k} sample(s) per held-out question, run {stamp} "
               f"with `python -m bench table{world}`\n\n")
-    name = "table" if args.world == "standard" else f"table-{args.world}"
+    name = _prefix(args.world)
     open(os.path.join(OUT, f"{name}.md"), "w").write(header + md + "\n")
     result = {"date": stamp, "world": args.world, "seeds": args.seeds, "eval_k": k, "rows": summary, "markdown": md}
     json.dump(result, open(os.path.join(OUT, f"{name}.json"), "w"), indent=1)
