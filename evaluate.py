@@ -1,19 +1,15 @@
 """evaluate.py — the paper's measurements on any checkpoint.
 
 SD-Zero (arXiv 2604.12002) reports (its §4 and appendix tables):
-* avg@k and pass@k (Table 1, Table 7): mean accuracy over k samples per question, and the unbiased
-  pass@k estimator 1 − C(n−c, k)/C(n, k) (Chen et al. 2021).
+* avg@k and pass@k (Tables 1, 7): mean accuracy of k samples; unbiased 1 − C(n−c, k)/C(n, k) (Chen et al. 2021).
 * revision ability (Table 9): sample y, grade it, append P_r by its reward, sample one revision,
-  grade the revision. correction rate = share of initially *wrong* answers the revision fixes;
-  break rate = share of initially *right* answers the revision breaks. Measured twice: on each
-  model's own answers, and on a *shared pool* of fixed initial answers (by default the base model's)
-  that every model revises, so that only the reviser differs between rows (``--pool``/``--pool-from``).
+  grade it. correction rate = share of *wrong* answers the revision fixes; break rate = share of
+  *right* ones it breaks. Measured on each model's own answers, and on a *shared pool* of fixed
+  first answers (the base model's) that every model revises, so only the reviser differs (--pool).
 * response length and the rate of explicit self-revision phrases (Fig. 3, 6).
-* token self-localisation (Fig. 4, §4; computed in selfloc.py): under the Phase-2 teacher layout X + Y' + S(P_r) + Y, the
-  per-token KL(generator ‖ reviser) and the "token KL reward" log p_gen(y_t) − log p_rev(y_t).
-  On wrong answers the KL mass should sit on a few key tokens; on right answers it should be flat.
-  ``--selfloc`` reports the share of each response's KL carried by its top 10 % of tokens (and 20
-  sorted buckets) per group, and writes a self-contained HTML heat map of the tokens.
+* token self-localisation (Fig. 4, §4; in selfloc.py): per-token KL(generator ‖ reviser) under the
+  Phase-2 teacher layout X + Y' + S(P_r) + Y; on wrong answers the KL mass should sit on a few key
+  tokens. ``--selfloc`` reports the KL share of each response's top 10 % tokens, and an HTML heat map.
 
     python evaluate.py --model runs/toy/srt --model runs/toy/final --data toy --k 8 --selfloc
     python evaluate.py --model runs/toy/srt --model runs/toy/final --data toy --pool-from <base model>
@@ -31,6 +27,10 @@ import sys
 import time
 from importlib.resources import files
 
+import repro
+
+if __name__ == "__main__":
+    repro.pin_if_toy(sys.argv[1:])   # before torch: --data toy gets the same bits on every x86-64 CPU
 import torch
 
 import data as data_mod

@@ -35,6 +35,10 @@ import os
 import sys
 import time
 
+import repro
+
+if __name__ == "__main__":
+    repro.pin_if_toy(sys.argv[1:])   # before torch: the toy run gets the same table on every x86-64 CPU
 import torch
 
 import baselines
@@ -398,6 +402,8 @@ def main(argv=None) -> int:
     n2 = [] if args.phase == "srt" else n2
     if args.method == "sdzero" and args.phase != "srt" and not n2:
         raise SystemExit("error: no questions left for Phase 2; lower --phase1-questions")
+    if args.toy and (note := repro.check_pinned(torch)):
+        run.say(note)
     run.say(f"run {run_dir}: model {model_name}, {len(train_rows)} training questions -> " + (
         f"N1 {len(n1)} (Phase 1), N2 {len(n2)} (Phase 2)" if args.method == "sdzero" else
         f"all for {args.method.upper()}") + f"; device {'cuda' if torch.cuda.is_available() else 'cpu'}")

@@ -6,6 +6,10 @@ import json
 import os
 import sys
 
+import repro
+
+if __name__ == "__main__" and sys.argv[1:2] in (["table"], ["sync"]):
+    repro.pin_cpu_kernels()      # the toy tables (each train.py run they start pins itself as well)
 from bench import OUT
 from bench.gpu import add_arguments as gpu_arguments
 from bench.gpu import bench_gpu

@@ -7,10 +7,15 @@ import os
 import sys
 
 import pytest
-import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+import repro  # noqa: E402
+
+# Before torch is imported: the same CPU kernels on every x86-64 machine (repro.py), so the exact
+# figures written in tests/test_fingerprint.py and test_toy.py hold on AVX2 and AVX-512 CPUs alike.
+repro.pin_cpu_kernels()
+import torch  # noqa: E402
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # Two cores shared with pytest itself: one torch thread avoids OpenMP threads spin-waiting on
