@@ -7,9 +7,8 @@ What this builds (offline, deterministic from a seed, cached):
     plus train.jsonl / test.jsonl in the project's data schema ({"id", "question", "answer"}).
 
 Why the errors are *systematic habits*.  SD-Zero turns a binary reward into dense token-level
-supervision.  That only works if the reward carries information a model can localise: on plain
-arithmetic a tiny model's errors are noise (a random wrong digit) and no reward can point at them
-(a random slip has no position to point at).  So the corpus answers every question with one of two *evaluation orders*,
+supervision.  That only works if the reward carries information a model can localise: a random
+wrong digit has no position to point at.  So the corpus answers with one of two evaluation orders,
 50/50: the correct one, or a classic slip (left-to-right instead of operator precedence, or
 dropping the parentheses).  The slip is decided by the first worked step, so "which habit does
 the verifier reward" is learnable — and it depends on the question's shape, so it is not trivial.
@@ -30,11 +29,13 @@ Each prompt X is rendered by generate.prompt_text (the exact prompt train.py use
 `--toy-world banded` adds a difficulty axis: two more shapes whose correct habit the corpus writes only
 10% of the time, so the base rarely solves them (see "Difficulty" below).
 
-Budget: 500 steps of batch 48, about 2 minutes on 2 otherwise idle CPU cores (limit: 4), fp32,
-torch threads = min(2, cpus) or $SDZERO_THREADS (use 1 when other jobs share the cores: spinning
-OpenMP threads can make it several times slower).  Two builds with the same seed give identical
-weights.  Built once under runs/toy/<hash of the build config>/; `python toy.py` builds,
-`python toy.py --force` rebuilds.
+Budget: 500 steps of batch 48, 2-3 minutes on 2 idle CPU cores, fp32, min(2, cpus) torch threads
+or $SDZERO_THREADS.  Two builds with the same seed give identical weights.  Shipped, not rebuilt:
+the default base (BUILD_DEFAULTS, seed 0) is committed in toy_base/ (HF folder, train/test JSONL,
+build.json with the recipe, the weights' hash and a shortened build's hash that tests/test_toy.py
+recomputes), so `python train.py` starts from the same bits everywhere.  `python toy.py --rebuild`
+remakes it under repro.py's kernel pin; any other recipe (seed, size, --toy-steps, banded) is built
+once under runs/toy/<config hash>/ (`--force` rebuilds it).
 """
 from __future__ import annotations
 
@@ -45,9 +46,18 @@ import math
 import os
 import random
 import re
+import shutil
+import sys
+import tempfile
 import time
 
+import repro
+
+if __name__ == "__main__":
+    repro.pin_cpu_kernels()   # before torch is imported: the shipped base is built on pinned kernels
 import torch
+import transformers
+from safetensors.torch import load_file
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 from transformers import GenerationConfig, PreTrainedTokenizerFast, Qwen3Config, Qwen3ForCausalLM
 from transformers.utils import logging as hf_logging
@@ -315,45 +325,82 @@ def pretrain(model, tok, examples: list, cfg: dict, quiet: bool = False) -> dict
 
 
 # --------------------------------------------------------------------------------------------
-# Build (cached)
+# Build (shipped for the default recipe, cached for any other)
 # --------------------------------------------------------------------------------------------
+SHIPPED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "toy_base")
+SHORT_STEPS = 12   # the shortened build whose weights hash build.json records (tests/test_toy.py)
+
+
+def _paths(out: str) -> dict:
+    return {k: os.path.join(out, f) for k, f in (("model", "model"), ("train", "train.jsonl"), ("test", "test.jsonl"))}
+
+
+def weights_hash(model_dir: str) -> str:
+    """sha256 of a saved model's tensors (name, dtype, shape, bytes): equal = bit-identical weights."""
+    h = hashlib.sha256()
+    for name, t in sorted(load_file(os.path.join(model_dir, "model.safetensors")).items()):
+        h.update(f"{name} {t.dtype} {tuple(t.shape)}".encode())
+        h.update(t.contiguous().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def shipped() -> dict | None:
+    """toy_base/build.json (recipe, stats, hashes), or None if this checkout has no shipped base."""
+    path = os.path.join(SHIPPED, "build.json")
+    return json.load(open(path)) if os.path.exists(path) else None
+
+
 def build_toy(root: str = "runs/toy", seed: int = 0, force: bool = False, quiet: bool = False,
               steps: int | None = None, **overrides) -> dict:
-    """Build (or reuse) the toy: returns absolute paths {"model", "train", "test"} and "stats".
+    """The toy world: returns absolute paths {"model", "train", "test"} and "stats".
 
-    `steps` and `overrides` (any BUILD_DEFAULTS key, e.g. size="XS", batch=8) are for tests and
-    experiments; they change the config hash, so they never overwrite the default build."""
-    unknown = set(overrides) - set(BUILD_DEFAULTS)
-    if unknown:
-        raise TypeError(f"unknown toy build option(s): {sorted(unknown)}")
+    The default recipe (BUILD_DEFAULTS, seed 0) is the shipped toy_base/, used as it is. Any other
+    (`steps` and `overrides`: any BUILD_DEFAULTS key, e.g. size="XS", batch=8; for tests and
+    experiments) is built once under root/<hash of the config>/ and reused."""
+    if set(overrides) - set(BUILD_DEFAULTS):
+        raise TypeError(f"unknown toy build option(s): {sorted(set(overrides) - set(BUILD_DEFAULTS))}")
     cfg = dict(BUILD_DEFAULTS, seed=seed, **overrides)
     if steps is not None:
         cfg["steps"] = steps
+    ship = shipped()
+    if ship is not None and ship["config"] == cfg and not force:
+        return dict(_paths(SHIPPED), stats=ship["stats"])
     tag = hashlib.sha1(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:10]
     out = os.path.abspath(os.path.join(root, tag))
-    paths = {"model": os.path.join(out, "model"), "train": os.path.join(out, "train.jsonl"),
-             "test": os.path.join(out, "test.jsonl")}
     done = os.path.join(out, "DONE")  # written last: an interrupted build is redone
     if os.path.exists(done) and not force:
-        return dict(paths, stats=json.load(open(done)))
+        return dict(_paths(out), stats=json.load(open(done)))
     if os.path.exists(done):
         os.remove(done)  # --force: the old marker must not vouch for half-written new files
-    hf_logging.disable_progress_bar()
-    threads = torch.get_num_threads()
-    # Tiny matmuls: more than 2 threads only adds sync overhead; under load, SDZERO_THREADS=1 helps.
-    torch.set_num_threads(int(os.environ.get("SDZERO_THREADS", min(2, os.cpu_count() or 1))))
-    try:
-        stats = _build(cfg, out, paths, quiet)
-    finally:
-        torch.set_num_threads(threads)
+    stats = _build(cfg, out, quiet)
     json.dump(stats, open(done, "w"), indent=1)
     if not quiet:
         print(f"[toy] done in {stats['build_seconds']}s: {out}", flush=True)
-    return dict(paths, stats=stats)
+    return dict(_paths(out), stats=stats)
 
 
-def _build(cfg: dict, out: str, paths: dict, quiet: bool) -> dict:
-    t0, seed = time.time(), cfg["seed"]
+def rebuild_shipped(quiet: bool = False) -> dict:
+    """`python toy.py --rebuild`: remake toy_base/ and its build.json. Commit the result: tests/test_toy.py
+    fails while a changed recipe and the shipped weights disagree."""
+    cfg = dict(BUILD_DEFAULTS, seed=0)
+    shutil.rmtree(SHIPPED, ignore_errors=True)
+    stats = _build(cfg, SHIPPED, quiet)
+    with tempfile.TemporaryDirectory() as tmp:
+        _build(dict(cfg, steps=SHORT_STEPS), tmp, True)
+        short = weights_hash(_paths(tmp)["model"])
+    rec = {"config": cfg, "stats": stats, "weights_sha256": weights_hash(_paths(SHIPPED)["model"]),
+           "short_build": {"steps": SHORT_STEPS, "weights_sha256": short}, "torch": torch.__version__,
+           "transformers": transformers.__version__, "cpu": torch.backends.cpu.get_cpu_capability()}
+    json.dump(rec, open(os.path.join(SHIPPED, "build.json"), "w"), indent=1)
+    return rec
+
+
+def _build(cfg: dict, out: str, quiet: bool) -> dict:
+    """Build one toy into out/, on min(2, cpus) torch threads (tiny matmuls: more only adds sync
+    overhead) or $SDZERO_THREADS; the thread count does not change the weights (tests/test_toy.py)."""
+    t0, seed, paths, threads = time.time(), cfg["seed"], _paths(out), torch.get_num_threads()
+    hf_logging.disable_progress_bar()
+    torch.set_num_threads(int(os.environ.get("SDZERO_THREADS", min(2, os.cpu_count() or 1))))
     if not quiet:
         print(f"[toy] building {out} (seed {seed}, {cfg['steps']} steps, size {cfg['size']})", flush=True)
     train_qs, test_qs = split_questions(seed, cfg["n_test"], cfg["world"])
@@ -367,7 +414,10 @@ def _build(cfg: dict, out: str, paths: dict, quiet: bool) -> dict:
     tok = make_tokenizer(tokenizer_lines(train_qs), cfg["vocab"])
     model = make_model(tok, cfg["size"], seed)
     examples = corpus(train_qs, cfg["steps"] * cfg["batch"], seed, cfg["revision_frac"])
-    stats = pretrain(model, tok, examples, cfg, quiet)
+    try:
+        stats = pretrain(model, tok, examples, cfg, quiet)
+    finally:
+        torch.set_num_threads(threads)
     model.save_pretrained(paths["model"])
     tok.save_pretrained(paths["model"])
     # transformers v5 records "TokenizersBackend", which v4 cannot load; this name loads in both.
@@ -382,11 +432,17 @@ def _build(cfg: dict, out: str, paths: dict, quiet: bool) -> dict:
 
 
 if __name__ == "__main__":
-    ap = argparse.ArgumentParser(description="Build the toy model and data (cached).")
+    ap = argparse.ArgumentParser(description="Build the toy model and data (the default is shipped in toy_base/).")
+    ap.add_argument("--rebuild", action="store_true", help="remake the shipped toy_base/ (then commit it)")
     ap.add_argument("--root", default="runs/toy")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--force", action="store_true", help="rebuild even if cached")
+    ap.add_argument("--force", action="store_true", help="rebuild a cached non-default build")
     ap.add_argument("--steps", type=int, default=None)
     args = ap.parse_args()
-    r = build_toy(args.root, args.seed, args.force, steps=args.steps)
-    print(json.dumps({k: r[k] for k in ("model", "train", "test")}, indent=1))
+    if repro.check_pinned(torch):
+        print(repro.check_pinned(torch), file=sys.stderr)
+    if args.rebuild:
+        print(json.dumps(rebuild_shipped(), indent=1))
+    else:
+        r = build_toy(args.root, args.seed, args.force, steps=args.steps)
+        print(json.dumps({k: r[k] for k in ("model", "train", "test")}, indent=1))

@@ -1,4 +1,4 @@
-"""Fast tests of the toy world (toy.py). The full ~2-4 minute build is never run here."""
+"""Fast tests of the toy world (toy.py). The full ~2-4 minute build runs only with SDZERO_FULL_REBUILD=1."""
 import json
 import os
 import sys
@@ -128,6 +128,7 @@ def test_tiny_build_writes_loadable_hf_folder_and_jsonl(tmp_path):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
     r = toy.build_toy(str(tmp_path), seed=0, quiet=True, steps=3, size="XS", batch=8)
+    assert os.path.dirname(r["model"]).startswith(str(tmp_path))     # another recipe: built, not shipped
     files = set(os.listdir(r["model"]))
     assert {"config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
             "tokenizer_config.json"} <= files
@@ -152,3 +153,47 @@ def test_tiny_build_writes_loadable_hf_folder_and_jsonl(tmp_path):
     assert toy.build_toy(str(tmp_path), seed=0, quiet=True, steps=3, size="XS", batch=8)["stats"] == r["stats"]
     os.remove(os.path.join(os.path.dirname(r["model"]), "DONE"))
     assert toy.build_toy(str(tmp_path), seed=0, quiet=True, steps=3, size="XS", batch=8)["stats"]["steps"] == 3
+
+
+# --------------------------------------------------------------------------------------------
+# The shipped base (toy_base/): the default run starts from these bits on every machine
+# --------------------------------------------------------------------------------------------
+def _same_build_files(built: str, shipped: str) -> None:
+    """The data, tokenizer and configs a build writes equal the shipped ones (configs compared as
+    JSON without the version stamp; everything else byte for byte)."""
+    for name in ("train.jsonl", "test.jsonl", "model/tokenizer.json", "model/tokenizer_config.json",
+                 "model/chat_template.jinja"):
+        assert open(os.path.join(built, name), "rb").read() == open(os.path.join(shipped, name), "rb").read(), name
+    for name in ("model/config.json", "model/generation_config.json"):
+        a, b = (json.load(open(os.path.join(d, name))) for d in (built, shipped))
+        a.pop("transformers_version", None), b.pop("transformers_version", None)
+        assert a == b, name
+
+
+def test_default_recipe_uses_the_shipped_base_and_it_is_intact():
+    ship = toy.shipped()
+    assert ship is not None, "toy_base/build.json is missing: run `python toy.py --rebuild` and commit toy_base/"
+    # A changed BUILD_DEFAULTS no longer matches the committed recipe: rebuild and commit.
+    assert ship["config"] == dict(toy.BUILD_DEFAULTS, seed=0), "toy recipe changed: python toy.py --rebuild"
+    assert toy.weights_hash(os.path.join(toy.SHIPPED, "model")) == ship["weights_sha256"]
+    r = toy.build_toy("/nonexistent-never-written", seed=0, quiet=True)
+    assert os.path.dirname(r["model"]) == toy.SHIPPED and r["stats"] == ship["stats"]
+
+
+def test_a_shortened_rebuild_gives_the_committed_fingerprint(tmp_path):
+    """The default recipe, cut to SHORT_STEPS pre-training steps, must give the weights hash that
+    `python toy.py --rebuild` recorded beside the shipped base. A change to the corpus, tokenizer,
+    model init or training code changes it, and this test fails until toy_base/ is rebuilt."""
+    ship = toy.shipped()
+    short = dict(toy.BUILD_DEFAULTS, seed=0, steps=ship["short_build"]["steps"])
+    toy._build(short, str(tmp_path), quiet=True)
+    assert toy.weights_hash(str(tmp_path / "model")) == ship["short_build"]["weights_sha256"]
+    _same_build_files(str(tmp_path), toy.SHIPPED)
+
+
+@pytest.mark.skipif(os.environ.get("SDZERO_FULL_REBUILD") != "1",
+                    reason="the full 500-step build takes 2-4 minutes; SDZERO_FULL_REBUILD=1 runs it")
+def test_full_rebuild_gives_the_shipped_weights_bit_for_bit(tmp_path):
+    toy._build(dict(toy.BUILD_DEFAULTS, seed=0), str(tmp_path), quiet=True)
+    assert toy.weights_hash(str(tmp_path / "model")) == toy.shipped()["weights_sha256"]
+    _same_build_files(str(tmp_path), toy.SHIPPED)

@@ -187,11 +187,10 @@ def test_code_task_end_to_end(tmp_path):
 
 
 def test_toy_world_end_to_end_tiny_budget(tmp_path):
-    """`python train.py` on the toy world (no --model), with a short pre-training and tiny phases:
+    """`python train.py` on the toy world (no --model), from the shipped base, with tiny phases:
     every stage runs, every promised output exists, and the metrics carry the promised fields."""
     runs = tmp_path / "runs"
-    args = ["--toy-root", str(tmp_path / "toy"), "--toy-steps", "200", "--runs-dir", str(runs),
-            "--quiet", "--phase1-questions", "128", "--srt-steps", "8", "--srt-batch-size", "16",
+    args = ["--runs-dir", str(runs), "--quiet", "--phase1-questions", "128", "--srt-steps", "8", "--srt-batch-size", "16",
             "--steps", "4", "--batch-questions", "8", "--eval-questions", "48", "--teacher-sync", "2"]
     assert train.main(args) == 0
     run = runs / "toy"
