@@ -78,3 +78,17 @@ def test_only_toy_command_lines_pin_the_kernels(argv, pinned):
     assert (out[0] == "avx2") == pinned and (out[0] == "None") == (not pinned)
     if pinned and platform.machine().lower() in repro.X86:
         assert out[1] == "AVX2"
+
+
+def test_a_machine_that_cannot_match_says_so_in_one_line(monkeypatch):
+    import torch
+    fake = type("T", (), {"backends": torch.backends, "cuda": type("C", (), {"is_available": staticmethod(lambda: False)})})
+    monkeypatch.setattr(platform, "machine", lambda: "arm64")
+    note = repro.check_pinned(fake)
+    assert note and "\n" not in note and "arm64" in note and repro.SEED_SPREAD in note
+    monkeypatch.setattr(platform, "machine", lambda: "x86_64")
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "DEFAULT")
+    note = repro.check_pinned(fake)
+    assert note and "\n" not in note and "DEFAULT" in note
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
+    assert repro.check_pinned(fake) is None
