@@ -44,11 +44,15 @@ TABLE = """\
 
 @pytest.mark.skipif(platform.machine().lower() not in repro.X86,
                     reason="x86-64 only: an Arm CPU's kernels round differently (the run says so in one line)")
-def test_short_toy_run_reproduces_its_recorded_figures_bit_for_bit(tmp_path):
+@pytest.mark.parametrize("threads", [1, 2])
+def test_short_toy_run_reproduces_its_recorded_figures_bit_for_bit(tmp_path, threads):
+    """Also on 1 torch thread (a 1-core machine runs min(2, cores) = 1): the same bits. Each run is a
+    new process with its own random PYTHONHASHSEED, so no string-hash order can leak in either."""
     # train.py must pin the kernels itself: the pin that conftest.py set for this process is removed.
     env = {k: v for k, v in os.environ.items() if k not in repro.PIN}
-    r = subprocess.run([sys.executable, os.path.join(ROOT, "train.py"), *ARGS, "--runs-dir", str(tmp_path),
-                        "--run-name", "fp"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "train.py"), *ARGS, "--threads", str(threads),
+                        "--runs-dir", str(tmp_path), "--run-name", "fp"], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "note:" not in r.stdout, r.stdout          # no "your table will differ" line on x86-64
     run = tmp_path / "fp"
