@@ -29,6 +29,8 @@ def main(argv=None) -> int:
     t.add_argument("--eval-k", type=int, default=1)
     t.add_argument("--threads", type=int, default=2)
     t.add_argument("--runs-dir", default="runs")
+    t.add_argument("--only-sdzero", action="store_true",
+                   help="only the SD-Zero runs: the seed band of the default table's rows (base, SRT, SD-Zero)")
     t.add_argument("--world", choices=["standard", "banded"], default="standard",
                    help="banded: add the rarely-solved band (toy.py) and report each band")
     y = sub.add_parser("sync", help="frozen teacher vs one teacher sync on a reward plateau (Fig. 5)")

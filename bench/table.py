@@ -8,6 +8,8 @@ SRT only, SD-Zero, and the Table 12 ablation "Phase 2 without Phase 1". It takes
 2 cores. Every figure in the table comes from the runs' own eval.json / metrics.jsonl; table.html
 draws the first seed's runs with report.py.
 
+`--only-sdzero` runs only the SD-Zero runs, whose eval.json hold the default run's three rows (base,
+SRT, SD-Zero): the seed band of `python train.py`'s table in a few minutes (-> table-sdzero.*).
 `--world banded` runs the toy world with a rare band (toy.py: shapes whose correct habit the base
 rarely writes) for base, RFT, GRPO, SRT only and SD-Zero, with one accuracy column per band
 (-> table-banded.*). `sync` trains SD-Zero with the frozen teacher and with one teacher sync on a
@@ -63,7 +65,7 @@ def bench_table(args) -> dict:
     rows: dict[str, list[dict]] = {}
     common = ["--eval-k", str(args.eval_k), "--threads", str(args.threads)]
     banded, prefix = args.world == "banded", _prefix(args.world)
-    baselines = ("rft", "grpo") if banded else ("rft", "grpo", "sdft")
+    baselines = () if args.only_sdzero else ("rft", "grpo") if banded else ("rft", "grpo", "sdft")
     if banded:
         common += ["--toy-world", "banded"]
     for seed in args.seeds:
@@ -94,7 +96,7 @@ def bench_table(args) -> dict:
                                                         "generations": last["generations"],
                                                         "generated_tokens": last["generated_tokens"],
                                                         "wall_s": wall})
-        if banded:                                     # the rare band's question needs no Table 12 row
+        if banded or args.only_sdzero:                 # the rare band's question needs no Table 12 row
             _write_table(rows, args)
             continue
         # Table 12: Phase 2 straight from the base model, same Phase-2 steps, no SRT.
@@ -110,8 +112,9 @@ def bench_table(args) -> dict:
         _write_table(rows, args)                       # partial results survive an interruption
     # The learning-efficiency picture: one line per method (the first seed's runs) on one page.
     first = [os.path.join(runs_dir, f"{prefix}-{m}-s{args.seeds[0]}")
-             for m in ("sdzero", *baselines, *(() if banded else ("p2only",)))]
-    print("charts:", report.write_report(first, os.path.join(OUT, f"{prefix}.html")), flush=True)
+             for m in ("sdzero", *baselines, *(() if banded or args.only_sdzero else ("p2only",)))]
+    html = os.path.join(OUT, f"{prefix}{'-sdzero' if args.only_sdzero else ''}.html")
+    print("charts:", report.write_report(first, html), flush=True)
     return _write_table(rows, args)
 
 
@@ -163,10 +166,10 @@ def _write_table(rows: dict, args) -> dict:
     md = "\n".join(lines)
     os.makedirs(OUT, exist_ok=True)
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    world = "" if args.world == "standard" else f" --world {args.world}"
+    world = ("" if args.world == "standard" else f" --world {args.world}") + (" --only-sdzero" if args.only_sdzero else "")
     header = (f"Toy world ({args.world}), seeds {args.seeds}, {k} sample(s) per held-out question, run {stamp} "
               f"with `python -m bench table{world}`\n\n")
-    name = _prefix(args.world)
+    name = _prefix(args.world) + ("-sdzero" if args.only_sdzero else "")   # a partial table: its own file
     open(os.path.join(OUT, f"{name}.md"), "w").write(header + md + "\n")
     result = {"date": stamp, "world": args.world, "seeds": args.seeds, "eval_k": k, "rows": summary, "markdown": md}
     json.dump(result, open(os.path.join(OUT, f"{name}.json"), "w"), indent=1)
