@@ -197,7 +197,8 @@ def run(args, model_name, model, tok, rows, run_, budget: int, srt_loop, onpolic
     teacher = None
     if args.method == "grpo":
         # GRPO has its own step size and batch: the Phase-2 ones (3e-4, 32 questions x 4) left the
-        # toy flat and higher rates collapsed it (README "Baselines"); the budget is unchanged.
+        # toy flat and higher rates collapsed it (docs/findings.md, "GRPO's step size"); the budget
+        # is unchanged.
         lr, batch_questions = args.grpo_lr, args.grpo_batch_questions
         per_step = batch_questions * args.grpo_n
         step_fn = functools.partial(grpo_step, args, model, tok, phrases=phrases,

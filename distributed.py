@@ -1,6 +1,6 @@
 """distributed.py — the same train.py on several GPUs: torchrun processes, FSDP2 shards, DCP checkpoints.
 
-    torchrun --nproc_per_node=4 train.py --model Qwen/Qwen3-4B-Instruct-2507     # README: "Several GPUs"
+    torchrun --nproc_per_node=4 train.py --model Qwen/Qwen3-4B-Instruct-2507     # docs/scaling.md: "Several GPUs"
 
 Why: one GPU holds a 4B model, its teacher and its AdamW state, but not an 8B one, and 16K-token
 rollouts make generation the bottleneck. More GPUs help both if the work is split the plain

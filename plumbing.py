@@ -278,7 +278,8 @@ def warmup_constant_schedule(opt, warmup: int):
 
 # Teacher sync on a plateau (paper Fig. 5). The paper syncs the teacher once, by hand, when round-1
 # distillation "saturates" (~step 400 of Qwen3-4B); syncing on a fixed period instead hurts the toy
-# badly (README). This is that judgement written down as a rule, so it can be measured:
+# badly (docs/differences.md, "Teacher sync"). This is that judgement written down as a rule, so it
+# can be measured:
 #   the mean reward of the last P steps (one value per step, so a window of P batches) has not
 #   risen by more than PLATEAU_DELTA above its best for P steps  ->  sync, then start over.
 # A fresh window after a sync means a second sync needs a second plateau (at least 2P more steps).

@@ -57,7 +57,7 @@ from revise import (P_CORRECT, P_WRONG, Phrases, collect_revisions, distill_on_p
 # (flag, paper default, toy default, help incl. source)
 KNOBS = [
     ("phase1_questions", 6000, 700, "questions in N1 for Phase 1; the rest are N2 (paper Table 13's best "
-     "split of 15K: 6K/9K; App. C.1 collects on 10K, see README); <1 = fraction"),
+     "split of 15K: 6K/9K; App. C.1 collects on 10K, see docs/real-run.md); <1 = fraction"),
     ("max_traces", 6000, 0, "keep at most this many verified revisions for SRT, a seeded random subset "
      "(paper App. C.1: 6K); 0 = all"),
     ("n_init", 1, 1, "initial responses per Phase-1 question (paper App. C.1; code script: 3)"),
@@ -92,11 +92,11 @@ KNOBS = [
      "risen by 0.01 for P steps (plumbing.plateau_reached); P here, 0 = off (Fig. 5 syncs once, at saturation)"),
     ("max_syncs", 1, 1, "at most this many plateau syncs (Fig. 5: one)"),
     ("grad_clip", 1.0, 1.0, "gradient-norm clip (official code: 1.0)"),
-    ("micro_batch", 1, 64, "sequences per forward/backward in Phase 2 and SRT (memory knob; README)"),
-    ("gen_batch", 4, 128, "sequences per generate() call (KV-cache memory knob; README)"),
+    ("micro_batch", 1, 64, "sequences per forward/backward in Phase 2 and SRT (memory knob; docs/scaling.md)"),
+    ("gen_batch", 4, 128, "sequences per generate() call (KV-cache memory knob; docs/scaling.md)"),
     ("eval_questions", 500, 300, "held-out questions for the final table (paper: 500 held-out)"),
     ("eval_k", 1, 1, "samples per held-out question (paper: avg@8)"),
-    ("grpo_lr", 1e-6, 5e-5, "GRPO learning rate (paper silent; 1e-6 is DAPO's; toy: sweep in README)"),
+    ("grpo_lr", 1e-6, 5e-5, "GRPO learning rate (paper silent; 1e-6 is DAPO's; toy: sweep in docs/findings.md)"),
     ("grpo_batch_questions", 32, 8, "GRPO questions per update, x --grpo-n rollouts each (paper silent)"),
     ("sdft_context", "user", "assistant", "SDFT teacher: demonstration in the user turn (SDFT paper) or as an "
      "earlier correct answer + 'rephrase' in the assistant turn (the toy cannot read instructions)"),
