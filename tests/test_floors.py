@@ -6,7 +6,8 @@ collects its ``import`` / ``from ... import`` statements, at module level *and* 
 any chain of such arrows, imports itself is a circle, and the test fails naming it.
 
 ``FLOORS`` is the layering the README's Files section draws: a file may import only files on a
-strictly lower floor, so a circle is impossible. A new file must be given a floor here.
+strictly lower floor, so a circle is impossible. A new file must be given a floor here. Outside
+tests/, a project import inside a function needs its reason on its line (it hides an arrow).
 """
 import ast
 import os
@@ -50,7 +51,10 @@ def project_files(root: str) -> dict[str, str]:
 
 def imports_of(path: str, name: str, modules: set[str]) -> dict[str, int]:
     """The project modules ``path`` imports (anywhere in the file) -> the first line that does."""
-    tree = ast.parse(open(path, encoding="utf-8").read(), filename=path)
+    return _imports_in(ast.parse(open(path, encoding="utf-8").read(), filename=path), path, name, modules)
+
+
+def _imports_in(tree: ast.AST, path: str, name: str, modules: set[str]) -> dict[str, int]:
     package = name if path.endswith("__init__.py") else name.rpartition(".")[0]
     found = {}
 
@@ -141,6 +145,30 @@ def test_ground_floor_imports_nothing_of_ours():
     assert set(graph["reward"]) <= {m for m in graph if m.startswith("verifier")}
 
 
+def late_imports(path: str, name: str, modules: set[str]) -> list[int]:
+    """Lines of project imports made inside a function of ``path`` without a reason on the line."""
+    src = open(path, encoding="utf-8").read()
+    lines, out = src.splitlines(), []
+    for fn in ast.walk(ast.parse(src)):
+        if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            for node in ast.walk(fn):
+                if isinstance(node, (ast.Import, ast.ImportFrom)) and "#" not in lines[node.lineno - 1]:
+                    if _imports_in(ast.Module(body=[node], type_ignores=[]), path, name, modules):
+                        out.append(node.lineno)
+    return out
+
+
+def test_no_project_import_hides_in_a_function():
+    """An import inside a function is an arrow a reader of the file's head does not see: outside
+    tests/ one is allowed only to put off a real cost (an optional dependency), with the reason as a
+    comment on its line."""
+    files = project_files(ROOT)
+    hidden = [f"{os.path.relpath(p, ROOT)}:{line}" for m, p in sorted(files.items())
+              if not os.path.relpath(p, ROOT).startswith("tests" + os.sep)
+              for line in late_imports(p, m, set(files))]
+    assert not hidden, hidden
+
+
 def test_the_detector_finds_a_planted_circle(tmp_path):
     """The checks above cannot pass by seeing nothing: a circle hidden in a function is found."""
     (tmp_path / "a.py").write_text("import b\n")
@@ -154,4 +182,6 @@ def test_the_detector_finds_a_planted_circle(tmp_path):
     (pkg / "y.py").write_text("def g():\n    from p import x\n")
     graph = import_graph(str(tmp_path))
     assert graph["b"] == {"c": 2} and graph["p.x"] == {"p": 1, "p.y": 1}
+    assert late_imports(str(tmp_path / "b.py"), "b", set(graph)) == [2]
+    assert late_imports(str(pkg / "y.py"), "p.y", set(graph)) == [2]
     assert sorted(circles(graph)) == [["a", "b", "c"], ["p.x", "p.y"]]
