@@ -32,8 +32,9 @@ import torch
 import distill
 import distributed
 import toy
+from data import read_jsonl, write_jsonl_atomic
 from generate import build_messages, load_model, prompt_ids, rollout_metrics, training_sampling
-from plumbing import read_jsonl, seed_all, write_jsonl_atomic
+from plumbing import seed_all
 from revise import Phrases, distill_on_policy, phrase_ids, sample_and_grade, scored_batch
 
 DAPO_CLIP = (0.2, 0.28)
@@ -181,10 +182,11 @@ def run(args, model_name, model, tok, rows, run_, budget: int, srt_loop, onpolic
             examples, stats = rft_collect(model, tok, distributed.split(rows, None), task=args.task, n=n,
                                           gen=gen, phrases=phrases, progress=not args.quiet)
             examples, stats = distributed.gather_examples(examples, stats)   # distributed: all ranks'
-            if distributed.is_main():
+
+            def write():
                 write_jsonl_atomic(ex_path, examples)
                 json.dump(stats, open(st_path, "w"), indent=1)
-            distributed.barrier()
+            distributed.on_main(write)                  # distributed: rank 0 writes, all read below
             run_.say(f"[RFT] kept {stats['kept']} correct of {stats['samples']}")
         examples, stats = read_jsonl(ex_path), json.load(open(st_path))
         if not examples:
@@ -195,7 +197,8 @@ def run(args, model_name, model, tok, rows, run_, budget: int, srt_loop, onpolic
     teacher = None
     if args.method == "grpo":
         # GRPO has its own step size and batch: the Phase-2 ones (3e-4, 32 questions x 4) left the
-        # toy flat and higher rates collapsed it (README "Baselines"); the budget is unchanged.
+        # toy flat and higher rates collapsed it (docs/findings.md, "GRPO's step size"); the budget
+        # is unchanged.
         lr, batch_questions = args.grpo_lr, args.grpo_batch_questions
         per_step = batch_questions * args.grpo_n
         step_fn = functools.partial(grpo_step, args, model, tok, phrases=phrases,

@@ -1,6 +1,6 @@
 """distributed.py — the same train.py on several GPUs: torchrun processes, FSDP2 shards, DCP checkpoints.
 
-    torchrun --nproc_per_node=4 train.py --model Qwen/Qwen3-4B-Instruct-2507     # README: "Several GPUs"
+    torchrun --nproc_per_node=4 train.py --model Qwen/Qwen3-4B-Instruct-2507     # docs/scaling.md: "Several GPUs"
 
 Why: one GPU holds a 4B model, its teacher and its AdamW state, but not an 8B one, and 16K-token
 rollouts make generation the bottleneck. More GPUs help both if the work is split the plain
@@ -22,8 +22,12 @@ them, and back-propagates its tokens weighted by 1/(GLOBAL token count) (``globa
 divide factor to 1), so N ranks apply the update one process would on the same global batch, up to
 the order of float sums (tests/test_distributed.py checks weights and loss). The LM head, whose
 gradient distill.py writes by hand, is kept correct by running the body through the FSDP root
-(``body_forward``). Rollouts stay HF generate, one per rank (README: what does not scale). Metrics and generation budgets are combined over ranks (``reduce_metrics``,
-``gather_phase1``, ``gather_examples``), and only rank 0 writes logs, tables and HF folders.
+(``body_forward``). Rollouts stay HF generate, one per rank (docs/scaling.md: what does not scale).
+Metrics and generation budgets are combined over ranks (``reduce_metrics``, ``gather_examples``),
+and only rank 0 writes logs, tables and HF folders (``on_main``, ``main_first``).
+
+Floor: this file imports torch and nothing of ours. What it needs from the run machinery it is
+handed: the run folder object (for its paths and its checkpoint writer) and this rank's RNG state.
 
 Without torchrun (WORLD_SIZE unset or 1) ``active()`` is False, every function here is the
 identity or is never called, and the single-process path runs exactly as before.
@@ -39,7 +43,7 @@ import torch
 import torch.distributed as dist
 
 # Non-zero ranks wait at the next collective while rank 0 alone evaluates the held-out table
-# (README: what does not scale), so the default 10-30 minute timeout would kill a real run.
+# (docs/scaling.md: what does not scale), so the default 10-30 minute timeout would kill a real run.
 TIMEOUT = datetime.timedelta(hours=6)
 
 
@@ -77,6 +81,24 @@ def setup() -> None:
 def barrier() -> None:
     if active():
         dist.barrier()
+
+
+def on_main(fn) -> None:
+    """fn() on rank 0 alone (writing a file every rank reads next); the others wait until it is done."""
+    if is_main():
+        fn()
+    barrier()
+
+
+def main_first(fn):
+    """fn() on rank 0, then on every other rank: rank 0 builds and caches (the toy world), the
+    others then find the cache instead of building it N times at once. Returns fn()'s value."""
+    out = None
+    for turn in (True, False):
+        if is_main() == turn:
+            out = fn()
+        barrier()
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -158,20 +180,6 @@ def gather_examples(rows: list, stats: dict) -> tuple[list, dict]:
     return [r for p, _ in parts for r in p], {k: sum(s[k] for _, s in parts) for k in stats}
 
 
-def gather_phase1(rows: list, stats: dict, max_traces: int, seed: int) -> tuple[list, dict]:
-    """Phase 1 under torchrun: every rank collected on its share of N1 (with the cap off); here all
-    ranks get every kept trace and the summed counts, and --max-traces is applied to the union, as
-    collect_revisions applies it to a single process's rows."""
-    if not active():
-        return rows, stats
-    from revise import cap_traces      # (revise imports this module)
-    rows, stats = gather_examples(rows, stats)
-    rows = cap_traces(rows, max_traces, seed)
-    stats["kept"] = len(rows)
-    stats["kept_from_correct_init"] = sum(r["reward_init"] >= 0.5 for r in rows)
-    stats["kept_from_wrong_init"] = len(rows) - stats["kept_from_correct_init"]
-    return rows, stats
-
 
 # --------------------------------------------------------------------------------------------
 # FSDP2
@@ -237,14 +245,14 @@ def _state(model, opt):
     return {"model": msd, "optimizer": osd}
 
 
-def save(run, phase: str, step: int, model, opt, sched, last: dict, extra: dict) -> None:
+def save(run, phase: str, step: int, model, opt, sched, last: dict, extra: dict, rng: dict) -> None:
     """Run.save under torchrun. Each rank writes its shards into checkpoint.dcp/<phase>-<step>/;
-    then rank 0 atomically replaces checkpoint.pt, which names that folder and holds the schedule,
-    every rank's RNG state and the metrics record. A kill -9 at any moment leaves checkpoint.pt
-    pointing at a complete folder (the previous one is deleted only after the switch)."""
+    then rank 0 atomically replaces checkpoint.pt (``run.write_checkpoint``), which names that
+    folder and holds the schedule, every rank's RNG state (``rng`` is this rank's) and the metrics
+    record. A kill -9 at any moment leaves checkpoint.pt pointing at a complete folder (the
+    previous one is deleted only after the switch)."""
     import torch.distributed.checkpoint as dcp
 
-    from plumbing import atomic_torch_save, rng_state
     name = os.path.join("checkpoint.dcp", f"{phase}-{step:07d}")
     if is_main():
         shutil.rmtree(run.path(name), ignore_errors=True)     # a half-written one from a killed run
@@ -252,12 +260,11 @@ def save(run, phase: str, step: int, model, opt, sched, last: dict, extra: dict)
     state = _state(model, opt)
     shards = ["teacher"] if "teacher" in extra else []    # the synced teacher's weights (other extras are plain)
     dcp.save({**state, **{k: extra[k] for k in shards}}, checkpoint_id=run.path(name))
-    rngs = all_gather(rng_state())
+    rngs = all_gather(rng)
     if is_main():
         plain = {k: v for k, v in extra.items() if k not in shards}
-        atomic_torch_save({"phase": phase, "step": step, "dcp": name, "dcp_extra": shards, "world": world(),
-                           "scheduler": sched.state_dict(), "rng": rngs, "last": last, **plain},
-                          run.path("checkpoint.pt"))
+        run.write_checkpoint({"phase": phase, "step": step, "dcp": name, "dcp_extra": shards, "world": world(),
+                              "scheduler": sched.state_dict(), "rng": rngs, "last": last, **plain})
         for old in os.listdir(run.path("checkpoint.dcp")):
             if os.path.join("checkpoint.dcp", old) != name:
                 shutil.rmtree(run.path(os.path.join("checkpoint.dcp", old)), ignore_errors=True)
@@ -265,11 +272,11 @@ def save(run, phase: str, step: int, model, opt, sched, last: dict, extra: dict)
 
 
 def restore(run, phase: str, model, opt, sched) -> dict:
-    """Run.restore under torchrun: shards back from DCP, this rank's RNG from checkpoint.pt."""
+    """Run.restore under torchrun: shards back from DCP. Returns the checkpoint with "rng" set to
+    this rank's RNG state, which Run.restore puts back last."""
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import set_state_dict
 
-    from plumbing import set_rng_state
     ck = run.ckpt
     if ck.get("world", 1) != world() or "dcp" not in ck:
         raise SystemExit(f"error: {run.path('checkpoint.pt')} was written by {ck.get('world', 1)} "
@@ -280,8 +287,7 @@ def restore(run, phase: str, model, opt, sched) -> dict:
     dcp.load(state, checkpoint_id=run.path(ck["dcp"]))
     set_state_dict(model, opt, model_state_dict=state["model"], optim_state_dict=state["optimizer"])
     sched.load_state_dict(ck["scheduler"])
-    set_rng_state(ck["rng"][rank()])
-    return {**ck, **{k: state[k] for k in ck["dcp_extra"]}}
+    return {**ck, "rng": ck["rng"][rank()], **{k: state[k] for k in ck["dcp_extra"]}}
 
 
 def save_hf(run, model, tok, name: str) -> str:

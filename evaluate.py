@@ -223,24 +223,6 @@ def json_safe(obj):
     return obj
 
 
-def results_table(rows: list[tuple[str, dict]], budgets: dict) -> str:
-    """train.py's held-out table: one row per model, with the generations each one used."""
-    k = rows[0][1]["k"]
-    bands = sorted({b for _, ev in rows for b in ev.get("bands", {})})   # banded data: one column each
-    lines = [f"| model | avg@{k} | " + "".join(f"{b} | " for b in bands) + f"pass@{k} | correction rate | "
-             "revised acc | pool correction | pool break | mean tokens | truncated | generations used |",
-             "|" + "---|" * (10 + len(bands))]
-    for name, ev in rows:
-        rv, pl = ev.get("revision", {}), ev.get("pool", {})
-        per_band = "".join(f"{fmt_pct(ev.get('bands', {}).get(b, {}).get('avg'))} | " for b in bands)
-        lines.append(f"| {name} | {fmt_pct(ev[f'avg@{k}'])} | {per_band}{fmt_pct(ev[f'pass@{k}'])} | "
-                     f"{fmt_pct(rv.get('correction_rate'))} | {fmt_pct(rv.get('revised_acc'))} | "
-                     f"{fmt_pct(pl.get('correction_rate'))} | {fmt_pct(pl.get('break_rate'))} | "
-                     f"{ev['mean_tokens']:.1f} | {fmt_pct(ev['truncated_share'])} | "
-                     f"{budgets.get(name, '-')} |")
-    return "\n".join(lines)
-
-
 def fmt_pct(x: float) -> str:
     return "  n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:5.1f}"
 

@@ -3,21 +3,22 @@
 train.py reads as SD-Zero's two loops (arXiv 2604.12002, Alg. 1); what keeps those loops safe to run
 for days lives here, so that it does not stand between the reader and the method:
 
-* ``Run``        — the run folder runs/<name>/: config.json, metrics.jsonl, checkpoint.pt, the eval
-                   cache (eval.json) and Hugging Face folders. One ``restore`` and one ``save`` call
-                   per loop give exact resume after a kill -9 (same data order, same samples).
+* ``Run``        — the run folder runs/<name>/: config.json, metrics.jsonl, checkpoint.pt and Hugging
+                   Face folders. One ``restore`` and one ``save`` call per loop give exact resume
+                   after a kill -9 (same data order, same samples).
 * ``AdamW``      — AdamW that trains bf16 weights correctly: fp32 moments, fp32 update, stochastic
                    rounding back to bf16 (why: see the class).
 * schedules      — the SRT cosine, the official Phase-2 warm-up-then-constant, and
                    ``plateau_reached``: when to re-sync the teacher (Fig. 5's "at saturation").
 * ``step_optimizer`` + ``BadSteps`` — clip, skip a non-finite step, stop if it keeps happening.
-* ``Table``      — the held-out table at the end of a run: one cached evaluation per model, and the
-                   shared revision pool (revision_pool.jsonl) every model revises.
 * RNG state, atomic writes, a progress bar.
 
 Under torchrun (distributed.py) the same objects serve every rank: only rank 0 writes files, and
 checkpoints go through torch.distributed.checkpoint; the lines that differ are marked
-``# distributed:``.
+``# distributed:``. The held-out table, which is evaluation, is in heldout.py.
+
+Floor: this file imports only the ground floor (distributed.py, data.py), none of the loops, so
+every loop and every benchmark can use it.
 """
 from __future__ import annotations
 
@@ -25,7 +26,6 @@ import json
 import math
 import os
 import random
-import re
 import shutil
 import warnings
 
@@ -34,10 +34,7 @@ import torch
 from tqdm.auto import tqdm
 
 import distributed
-from data import read_jsonl, write_jsonl_atomic  # noqa: F401  (train.py and baselines.py use them from here)
-from evaluate import (evaluate_model, fmt_pct, json_safe, load_pool, results_table, revision_pool,
-                      save_pool, shared_pool_revision)
-from revise import Phrases
+from data import read_jsonl
 
 
 # --------------------------------------------------------------------------------------------
@@ -106,8 +103,6 @@ class Run:
                 self.metric(self.ckpt["last"])       # killed between the checkpoint and its log line
         elif self.main and os.path.exists(self.metrics):
             os.remove(self.metrics)
-        evals = self.path("eval.json")
-        self.evals = json.load(open(evals)) if resume and os.path.exists(evals) else {}
 
     def path(self, name: str) -> str:
         return os.path.join(self.dir, name)
@@ -151,20 +146,26 @@ class Run:
         if not self.resuming(phase):
             return {"step": 0}
         if distributed.active() or "dcp" in self.ckpt:   # distributed: sharded checkpoint (DCP)
-            return distributed.restore(self, phase, model, opt, sched)
-        model.load_state_dict(self.ckpt["model"])
-        opt.load_state_dict(self.ckpt["optimizer"])
-        sched.load_state_dict(self.ckpt["scheduler"])
-        set_rng_state(self.ckpt["rng"])
-        return self.ckpt
+            ck = distributed.restore(self, phase, model, opt, sched)
+        else:
+            ck = self.ckpt
+            model.load_state_dict(ck["model"])
+            opt.load_state_dict(ck["optimizer"])
+            sched.load_state_dict(ck["scheduler"])
+        set_rng_state(ck["rng"])                     # last: nothing above may draw after it
+        return ck
 
     def save(self, phase: str, step: int, model, opt, sched, last: dict, **extra) -> None:
         """One atomic checkpoint: weights, optimizer, schedule, RNG and the step's metrics record."""
         if distributed.active():                          # distributed: sharded checkpoint (DCP)
-            return distributed.save(self, phase, step, model, opt, sched, last, extra)
-        atomic_torch_save({"phase": phase, "step": step, "model": model.state_dict(),
-                           "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                           "rng": rng_state(), "last": last, **extra}, self.path("checkpoint.pt"))
+            return distributed.save(self, phase, step, model, opt, sched, last, extra, rng_state())
+        self.write_checkpoint({"phase": phase, "step": step, "model": model.state_dict(),
+                               "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                               "rng": rng_state(), "last": last, **extra})
+
+    def write_checkpoint(self, obj: dict) -> None:
+        """checkpoint.pt, atomically (distributed.save calls it on rank 0 too)."""
+        atomic_torch_save(obj, self.path("checkpoint.pt"))
 
     def save_hf(self, model, tok, name: str) -> str:
         """An ordinary Hugging Face folder, written beside and renamed into place."""
@@ -179,86 +180,6 @@ class Run:
         os.replace(tmp, path)
         return path
 
-    def cached_eval(self, name: str, compute) -> dict:
-        """eval.json[name], computed once: a resumed run does not redo a finished evaluation."""
-        if name not in self.evals:
-            self.evals[name] = json_safe(compute())
-            json.dump(self.evals, open(self.path("eval.json"), "w"), indent=1, allow_nan=False)
-        return self.evals[name]
-
-
-class Table:
-    """The held-out table: one evaluation per model (cached in eval.json), then table.md.
-
-    Besides each model's own figures, every model revises one shared pool of fixed initial answers
-    (evaluate.shared_pool_revision): the first model added (the base, or the start model of
-    --phase distill) defines it from the answers its evaluation already sampled, and it is stored
-    as revision_pool.jsonl, so a resumed run probes the later models on the same pool.
-    """
-
-    def __init__(self, args, run: Run, tok, items, gen: dict):
-        self.args, self.run, self.tok, self.items, self.gen = args, run, tok, items, gen
-        self.rows, self.budgets = [], {}
-        self.pool_path = run.path("revision_pool.jsonl")
-        # Only a resumed run trusts a pool already on disk; a fresh run rebuilds it from its base.
-        self.pool = load_pool(self.pool_path) if args.resume and os.path.exists(self.pool_path) else None
-
-    def add(self, name, model, generations: str) -> None:
-        a = self.args
-        self.budgets[name] = generations
-        if a.no_eval or not self.items or not distributed.is_main():   # distributed: rank 0 evaluates
-            return
-        phrases = Phrases(a.p_correct, a.p_wrong)
-
-        def compute():
-            seed_all(a.seed + 7)                  # every model sees the same sampling seed
-            ev, rolls, rewards = evaluate_model(model, self.tok, self.items, task=a.task, k=a.eval_k,
-                                                phrases=phrases, gen=self.gen, progress=not a.quiet,
-                                                return_rolls=True)
-            if self.pool is None and not self.rows:   # the first model's answers become the pool
-                self.pool = revision_pool(self.items, rolls, rewards)
-                save_pool(self.pool_path, self.pool)
-            if self.pool is not None:             # (a run resumed from before pools existed has none)
-                ev["pool"] = self.pool_probe(model, phrases)
-            used = re.match(r"\d+", str(generations))                 # "2800 (Phase 1)" -> 2800
-            ev["generations_used"] = int(used.group()) if used else None  # report.py's x axis
-            return ev
-        ev = self.run.cached_eval(name, compute)
-        self.rows.append((name, ev))
-        pool = ev.get("pool", {})
-        self.run.say(f"[eval] {name}: avg@{a.eval_k} {fmt_pct(ev[f'avg@{a.eval_k}'])}%  "
-                     f"correction {fmt_pct(ev['revision']['correction_rate'])}%  "
-                     f"pool correction {fmt_pct(pool.get('correction_rate'))}% "
-                     f"break {fmt_pct(pool.get('break_rate'))}%  "
-                     f"mean tokens {ev['mean_tokens']:.1f}")
-
-    def pool_probe(self, model, phrases) -> dict:
-        """The shared-pool revision probe under its own seed, leaving the RNG exactly as it was.
-
-        The existing evaluation is seeded before it runs (seed + 7), so the probe cannot change it;
-        but what runs *after* the table (a baseline's first rollouts, for one) continues from the
-        RNG state the evaluation left. Saving and restoring that state keeps every other number of
-        a run identical to a run without the probe.
-        """
-        a, state = self.args, rng_state()
-        seed_all(a.seed + 13)
-        try:
-            return shared_pool_revision(model, self.tok, self.items, self.pool, task=a.task,
-                                        phrases=phrases, gen=self.gen, progress=not a.quiet)
-        finally:
-            set_rng_state(state)
-
-    def write(self) -> None:
-        if not self.rows:
-            return
-        a = self.args
-        note = (f"{len(self.items)} held-out questions, avg@{a.eval_k} at T={a.temperature}, at most "
-                f"{a.max_new_tokens} new tokens (the paper: avg@8, 32K tokens; "
-                "`python evaluate.py --paper-protocol` measures that)")
-        md = results_table(self.rows, self.budgets)
-        with open(self.run.path("table.md"), "w") as f:
-            f.write(note + "\n\n" + md + "\n")
-        self.run.say("\nHeld-out results (" + note + "):\n" + md)
 
 
 # --------------------------------------------------------------------------------------------
@@ -357,7 +278,8 @@ def warmup_constant_schedule(opt, warmup: int):
 
 # Teacher sync on a plateau (paper Fig. 5). The paper syncs the teacher once, by hand, when round-1
 # distillation "saturates" (~step 400 of Qwen3-4B); syncing on a fixed period instead hurts the toy
-# badly (README). This is that judgement written down as a rule, so it can be measured:
+# badly (docs/differences.md, "Teacher sync"). This is that judgement written down as a rule, so it
+# can be measured:
 #   the mean reward of the last P steps (one value per step, so a window of P batches) has not
 #   risen by more than PLATEAU_DELTA above its best for P steps  ->  sync, then start over.
 # A fresh window after a sync means a second sync needs a second plateau (at least 2P more steps).

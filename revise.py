@@ -236,7 +236,12 @@ def collect_revisions(model, tokenizer, items: list[dict], *, task: str = "math"
 
     ``items``: dicts with "question" and "answer"/"tests". Returns (rows, stats); each row holds
     ids (for SRT) and texts (for reading), and is JSON-serialisable.
+
+    Under torchrun each rank collects on its share of ``items`` with its unsharded model (no
+    communication while generating), and every rank returns the union: rows in rank order, counts
+    summed, the cap applied once to all of them, as one process would.
     """
+    items = distributed.split(items, None)   # distributed: this rank's share (any split will do)
     gen = dict(gen or {})
     eos = eos_ids(model, tokenizer)
     inits, r_init = sample_and_grade(model, tokenizer, items, task=task, n=n_init, phrases=phrases,
@@ -277,24 +282,25 @@ def collect_revisions(model, tokenizer, items: list[dict], *, task: str = "math"
                      "prompt_ids": init.prompt_ids, "y_init_ids": init.completion_ids,
                      "y_rev_ids": y_rev, "y_init_text": init.text,
                      "y_rev_text": tokenizer.decode(y_rev, skip_special_tokens=True)})
-    found = len(rows)
-    if max_traces and found > max_traces:
-        rows = cap_traces(rows, max_traces, seed)
-        kept = {"correct_init": sum(r["reward_init"] >= 0.5 for r in rows)}
-        kept["wrong_init"] = len(rows) - kept["correct_init"]
     n_correct = sum(r >= 0.5 for r in r_init)
     stats = {"questions": len(items), "y_init": len(inits), "y_init_correct": int(n_correct),
              "y_init_wrong": len(inits) - int(n_correct), "revisions_sampled": len(revs),
              "revisions_correct": int(sum(r >= 0.5 for r in r_rev)),
              "kept_from_correct_init": kept["correct_init"], "kept_from_wrong_init": kept["wrong_init"],
-             "dropped_truncated": truncated, "verified_unique": found, "kept": len(rows), "generations": len(inits) + len(revs),
+             "dropped_truncated": truncated, "verified_unique": len(rows), "kept": len(rows),
+             "generations": len(inits) + len(revs),
              "generated_tokens": sum(r.num_tokens for r in inits) + sum(r.num_tokens for r in revs)}
+    rows, stats = distributed.gather_examples(rows, stats)   # distributed: every rank's rows, summed counts
+    if max_traces and len(rows) > max_traces:
+        rows = cap_traces(rows, max_traces, seed)
+        stats["kept_from_correct_init"] = sum(r["reward_init"] >= 0.5 for r in rows)
+        stats["kept_from_wrong_init"] = len(rows) - stats["kept_from_correct_init"]
+        stats["kept"] = len(rows)
     return rows, stats
 
 
 def cap_traces(rows: list[dict], max_traces: int, seed: int) -> list[dict]:
-    """At most ``max_traces`` rows, a uniformly random subset from ``seed``, kept in order; 0 = all.
-    (Under torchrun, distributed.gather_phase1 applies it to all ranks' rows together.)"""
+    """At most ``max_traces`` rows, a uniformly random subset from ``seed``, kept in order; 0 = all."""
     if not max_traces or len(rows) <= max_traces:
         return rows
     keep = sorted(random.Random(seed).sample(range(len(rows)), max_traces))
@@ -344,7 +350,9 @@ def srt_backward(model, examples: list[dict], mode: str, pad_id: int, micro: int
     The weights are global over the whole batch, so summing the micro-batch gradients gives the
     full-batch gradient; the LM head + cross-entropy run chunk by chunk (distill.chunked_head_backward).
     Also serves plain SFT (RFT): an example with rev_mask == gen_mask == "the completion".
+    Under torchrun each rank runs its share of the batch and every rank returns the batch's loss.
     """
+    examples = distributed.split(examples, "SRT batch")     # distributed: this rank's share
     weights = srt_token_weights(examples, mode)
     total = 0.0
     device = next(model.parameters()).device
@@ -359,4 +367,4 @@ def srt_backward(model, examples: list[dict], mode: str, pad_id: int, micro: int
         hidden = distill.final_hidden(model, ids.to(device), mask.to(device))
         rows_h = hidden[rows.to(device), cols.to(device)]
         total += float(distill.chunked_head_backward(model, rows_h, ce_loss_fn(targets, w)))
-    return total
+    return distributed.all_sum(total)                       # distributed: the ranks' shares added

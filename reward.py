@@ -13,7 +13,7 @@ Math:
   math_reward_batch(...)           many pairs on a bounded pool of worker processes, hard timeout per item
 
   What counts as equal. The rules, in order; comments in this file and in verifier/ cite them as "rule N",
-  and the cases in data/math_checker_cases.jsonl are labelled "R<N>" with the same numbers:
+  and the cases in verifier/cases/math_checker_cases.jsonl are labelled "R<N>" with the same numbers:
    1. Extraction: the answer is the last complete box after the last control phrase. An unterminated last
       box ("\boxed{5" in truncated output) is no answer at all, not "5"; nested boxes are read whole.
    2. Clean-up is symmetric: gold and prediction go through exactly the same string normalisation (math

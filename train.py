@@ -5,7 +5,10 @@
     torchrun --nproc_per_node=4 train.py --model ...  # several GPUs: FSDP2, see distributed.py
 
 Paper: Self-Distillation Zero, arXiv 2604.12002. This file is its Algorithm 1, top to bottom: the
-knob table, Phase 1, Phase 2, main. Run folders, checkpoints and the optimizer are in plumbing.py.
+knob table, Phase 1, Phase 2, main. Run folders, checkpoints and the optimizer are in plumbing.py,
+the held-out table in heldout.py. Under torchrun (distributed.py) each loop shows one line per
+concept, marked ``# distributed:`` (shard the weights, split the batch, combine the metrics); the
+rest hides in the functions it belongs to.
 
 Phase 1 — Self-Revision Training (§2.1, eq. 1–3). On questions N1: sample y_init, grade it, append
 P_r ("rephrase" if right, "start over" if wrong), sample n revisions, keep the verified-correct ones,
@@ -47,17 +50,18 @@ import distributed
 import distill
 import report
 import toy
+from data import phase2_steps, planned_budget, read_jsonl, write_jsonl_atomic  # noqa: F401  (tests: train.*)
 from generate import ModelLoadError, eos_ids, load_model, rollout_metrics, training_sampling
-from data import phase2_steps, planned_budget  # noqa: F401  (tests call them as train.*)
-from plumbing import (BadSteps, Run, Table, cosine_schedule, make_optimizer, plateau_reached, progress, read_jsonl,
-                      seed_all, step_optimizer, warmup_constant_schedule, write_jsonl_atomic)
+from heldout import Table
+from plumbing import (BadSteps, Run, cosine_schedule, make_optimizer, plateau_reached, progress, seed_all,
+                      step_optimizer, warmup_constant_schedule)
 from revise import (P_CORRECT, P_WRONG, Phrases, collect_revisions, distill_on_policy, fit_teacher_budget,
                     phrase_ids, reviser_prompt, sample_and_grade, srt_backward, srt_example)
 
 # (flag, paper default, toy default, help incl. source)
 KNOBS = [
     ("phase1_questions", 6000, 700, "questions in N1 for Phase 1; the rest are N2 (paper Table 13's best "
-     "split of 15K: 6K/9K; App. C.1 collects on 10K, see README); <1 = fraction"),
+     "split of 15K: 6K/9K; App. C.1 collects on 10K, see docs/real-run.md); <1 = fraction"),
     ("max_traces", 6000, 0, "keep at most this many verified revisions for SRT, a seeded random subset "
      "(paper App. C.1: 6K); 0 = all"),
     ("n_init", 1, 1, "initial responses per Phase-1 question (paper App. C.1; code script: 3)"),
@@ -92,11 +96,11 @@ KNOBS = [
      "risen by 0.01 for P steps (plumbing.plateau_reached); P here, 0 = off (Fig. 5 syncs once, at saturation)"),
     ("max_syncs", 1, 1, "at most this many plateau syncs (Fig. 5: one)"),
     ("grad_clip", 1.0, 1.0, "gradient-norm clip (official code: 1.0)"),
-    ("micro_batch", 1, 64, "sequences per forward/backward in Phase 2 and SRT (memory knob; README)"),
-    ("gen_batch", 4, 128, "sequences per generate() call (KV-cache memory knob; README)"),
+    ("micro_batch", 1, 64, "sequences per forward/backward in Phase 2 and SRT (memory knob; docs/scaling.md)"),
+    ("gen_batch", 4, 128, "sequences per generate() call (KV-cache memory knob; docs/scaling.md)"),
     ("eval_questions", 500, 300, "held-out questions for the final table (paper: 500 held-out)"),
     ("eval_k", 1, 1, "samples per held-out question (paper: avg@8)"),
-    ("grpo_lr", 1e-6, 5e-5, "GRPO learning rate (paper silent; 1e-6 is DAPO's; toy: sweep in README)"),
+    ("grpo_lr", 1e-6, 5e-5, "GRPO learning rate (paper silent; 1e-6 is DAPO's; toy: sweep in docs/findings.md)"),
     ("grpo_batch_questions", 32, 8, "GRPO questions per update, x --grpo-n rollouts each (paper silent)"),
     ("sdft_context", "user", "assistant", "SDFT teacher: demonstration in the user turn (SDFT paper) or as an "
      "earlier correct answer + 'rephrase' in the assistant turn (the toy cannot read instructions)"),
@@ -199,19 +203,17 @@ def phase1(args, model, tok, n1, run: Run) -> None:
         else:
             run.say(f"[phase 1] collecting self-revisions on {len(n1)} questions "
                     f"({args.n_init} y_init + {args.n_rev} revisions each)")
-            # distributed: each rank collects on its share of N1 (cap off), then all get the union
-            rows, stats = collect_revisions(model, tok, distributed.split(n1, None), task=args.task,
-                                            phrases=phrases, n_init=args.n_init, n_rev=args.n_rev,
+            rows, stats = collect_revisions(model, tok, n1, task=args.task, phrases=phrases,
+                                            n_init=args.n_init, n_rev=args.n_rev,
                                             revise_correct=bool(args.revise_correct),
                                             gen=training_sampling(args), seed=args.seed,
-                                            max_traces=0 if distributed.active() else args.max_traces,
-                                            progress=not args.quiet)
-            rows, stats = distributed.gather_phase1(rows, stats, args.max_traces, args.seed)
+                                            max_traces=args.max_traces, progress=not args.quiet)
         stats["seconds"] = round(time.time() - t0, 1)
-        if distributed.is_main():                        # distributed: rank 0 writes, all read below
+
+        def write():
             write_jsonl_atomic(rev_path, rows)
             json.dump(stats, open(stats_path, "w"), indent=1)
-        distributed.barrier()
+        distributed.on_main(write)                       # distributed: rank 0 writes, all read below
         run.say(f"[phase 1] kept {stats['kept']} verified revisions; {stats['generations']} generations, "
                 f"{stats['seconds']:.0f}s; counts in {stats_path}")
     rows, stats = read_jsonl(rev_path), json.load(open(stats_path))
@@ -248,9 +250,7 @@ def srt_loop(args, model, tok, stages, run: Run, spent, out_name: str, label: st
     bar = progress(len(plan), label, start, args.quiet)
     for step in range(start, len(plan)):
         mode, batch = plan[step]
-        loss = srt_backward(model, distributed.split(batch, "SRT batch"), mode, tok.pad_token_id,
-                            args.micro_batch)
-        loss = distributed.all_sum(loss)          # distributed: each rank held its share of the loss
+        loss = srt_backward(model, batch, mode, tok.pad_token_id, args.micro_batch)
         lr = sched.get_last_lr()[0]
         norm, ok = step_optimizer(model, opt, sched, args.grad_clip)
         ok = ok and math.isfinite(loss)
@@ -354,12 +354,9 @@ def load_data(args) -> tuple[str, list[dict], list[dict]]:
     fields = {"question": args.question_field, "answer": args.answer_field, "tests": args.tests_field,
               "solution": args.solution_field}
     model, data, test_data, test_rows = args.model, args.data, args.test_data, []
-    for turn in (True, False) if args.toy else ():    # distributed: rank 0 builds it, then the rest
-        if distributed.is_main() == turn:
-            built = toy.build_toy(args.toy_root, seed=0, quiet=args.quiet, steps=args.toy_steps,
-                                  world=args.toy_world)
-        distributed.barrier()
-    if args.toy:
+    if args.toy:                                      # distributed: rank 0 builds it, then the rest
+        built = distributed.main_first(lambda: toy.build_toy(args.toy_root, seed=0, quiet=args.quiet,
+                                                             steps=args.toy_steps, world=args.toy_world))
         model, data, test_data = built["model"], data or built["train"], test_data or built["test"]
     try:
         if data is None and args.task == "code":
@@ -409,7 +406,7 @@ def main(argv=None) -> int:
         f"all for {args.method.upper()}") + f"; device {'cuda' if torch.cuda.is_available() else 'cpu'}")
     table = Table(args, run, tok, test_rows[:args.eval_questions], training_sampling(args))
     base = "base" if args.phase != "distill" or args.toy else "start"
-    if run.ckpt is None or base in run.evals:
+    if run.ckpt is None or base in table.evals:
         table.add(base, model, "0")
     if args.method != "sdzero":                  # paper Table 1's baselines, at SD-Zero's budget
         budget = args.budget or planned_budget(args, len(train_rows))

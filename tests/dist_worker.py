@@ -99,8 +99,7 @@ def srt_step(model_dir: str) -> dict:
     w0 = full_weights(model)
     examples = [srt_example(x, y or [sorted(eos)[0]], s, list(reversed(y)), eos)
                 for x, y, s in zip(xs, ys, ss)]
-    loss = srt_backward(model, distributed.split(examples, "batch"), "joint", tok.pad_token_id, 1)
-    loss = distributed.all_sum(loss)
+    loss = srt_backward(model, examples, "joint", tok.pad_token_id, 1)   # splits and sums itself
     norm, ok = step_optimizer(model, opt, sched, clip=0.5)
     out = {"loss": loss, "grad_norm": norm, "ok": ok, "weights": full_weights(model)}
     out["moved"] = largest_change(w0, out["weights"])

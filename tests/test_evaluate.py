@@ -9,6 +9,7 @@ import torch
 
 import distill
 import evaluate
+import heldout
 import revise
 import selfloc
 from generate import Rollout
@@ -206,7 +207,8 @@ def test_table_pool_keeps_existing_eval_and_rng(tiny_dir, tmp_path):
 
     from conftest import build_tiny
     from generate import load_model
-    from plumbing import Run, Table, seed_all
+    from heldout import Table
+    from plumbing import Run, seed_all
     items = [{"question": f"What is {i}+2?", "answer": str(i + 2)} for i in range(6)]
     gen = {"max_new_tokens": 6, "temperature": 1.0, "batch_size": 8}
     args = SimpleNamespace(seed=3, task="math", eval_k=1, p_correct=revise.P_CORRECT, p_wrong=revise.P_WRONG,
@@ -222,18 +224,18 @@ def test_table_pool_keeps_existing_eval_and_rng(tiny_dir, tmp_path):
     table = Table(args, run, tok, items, gen)
     table.add("base", a, "0")
     assert (torch.equal(torch.get_rng_state(), after_plain[0]) and random.getstate() == after_plain[1])
-    ev = run.evals["base"]
+    ev = table.evals["base"]
     assert {k: v for k, v in ev.items() if k not in ("pool", "generations_used")} == evaluate.json_safe(plain)
     assert ev["generations_used"] == 0 and ev["pool"]["pool_size"] == 6
     pool = evaluate.load_pool(run.path("revision_pool.jsonl"))
     assert pool == evaluate.revision_pool(items, rolls, rws)        # the base's evaluated answers
     table.add("other", b, "12 (in Phase 2)")
-    assert run.evals["other"]["generations_used"] == 12
-    assert "| pool correction | pool break |" in evaluate.results_table(table.rows, table.budgets)
+    assert table.evals["other"]["generations_used"] == 12
+    assert "| pool correction | pool break |" in heldout.results_table(table.rows, table.budgets)
 
     resumed = Table(SimpleNamespace(**{**vars(args), "resume": True}), Run(str(tmp_path / "run"), {}, True),
                     tok, items, gen)
-    assert resumed.pool == pool
+    assert resumed.pool == pool and resumed.evals == table.evals     # eval.json reloaded, not redone
 
 
 def test_accuracy_per_difficulty_band():
@@ -245,7 +247,7 @@ def test_accuracy_per_difficulty_band():
     bands = evaluate.band_accuracy(items, rolls, rewards)
     assert bands == {"common": {"avg": 2 / 3, "questions": 2}, "rare": {"avg": 2 / 4, "questions": 3}}
     ev = {"k": 1, "avg@1": 0.5, "pass@1": 0.5, "mean_tokens": 1.0, "truncated_share": 0.0, "bands": bands}
-    md = evaluate.results_table([("base", ev)], {"base": "0"})
+    md = heldout.results_table([("base", ev)], {"base": "0"})
     head, _, row = md.splitlines()
     assert head.startswith("| model | avg@1 | common | rare | pass@1 |") and row.startswith("| base |  50.0 |  66.7 |  50.0 |")
-    assert "common" not in evaluate.results_table([("base", {**ev, "bands": {}})], {})   # no bands, no columns
+    assert "common" not in heldout.results_table([("base", {**ev, "bands": {}})], {})   # no bands, no columns

@@ -19,7 +19,7 @@ import verifier.sandbox  # noqa: E402
 from reward import (CONTROL_PHRASES, code_reward, code_reward_batch, extract_code, run_python,  # noqa: E402
                     sandbox_protections)
 
-FIXTURES = [json.loads(ln) for ln in (ROOT / "data" / "code_fixtures.jsonl").read_text(encoding="utf-8").splitlines()]
+FIXTURES = [json.loads(ln) for ln in (ROOT / "verifier" / "cases" / "code_fixtures.jsonl").read_text(encoding="utf-8").splitlines()]
 PROT = sandbox_protections()
 
 

@@ -1,4 +1,4 @@
-"""Math verifier tests: the numbered rules of reward.py's docstring (cases in data/math_checker_cases.jsonl),
+"""Math verifier tests: the numbered rules of reward.py's docstring (cases in verifier/cases/math_checker_cases.jsonl),
 reflexivity over every shipped gold, extraction, control phrases, injection and pathological inputs."""
 import ast
 import json
@@ -19,7 +19,7 @@ from reward import (CONTROL_PHRASES, VERIFIER_VERSION, extract_boxed, math_equal
 
 
 def _jsonl(name):
-    return [json.loads(line) for line in (ROOT / "data" / name).read_text(encoding="utf-8").splitlines()]
+    return [json.loads(line) for line in (ROOT / "verifier" / "cases" / name).read_text(encoding="utf-8").splitlines()]
 
 
 CASES, FIXTURES = _jsonl("math_checker_cases.jsonl"), _jsonl("math_fixtures.jsonl")

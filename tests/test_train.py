@@ -164,7 +164,7 @@ def prompt_text_stub(it):
 
 
 def test_code_task_end_to_end(tmp_path):
-    rows = [json.loads(l) for l in open(os.path.join(ROOT, "data", "code_fixtures.jsonl"))]
+    rows = [json.loads(l) for l in open(os.path.join(ROOT, "verifier", "cases", "code_fixtures.jsonl"))]
     items = [r for r in rows if r["id"] in ("s01", "s03", "s11")]
     data = write_jsonl(tmp_path / "code.jsonl", items)
     model_dir = _memorising_code_model(tmp_path / "coder", items)

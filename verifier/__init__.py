@@ -10,6 +10,9 @@ reward imports verifier, never the reverse.
   pool.py      worker processes with a hard, kill-based timeout per item (math_reward_batch)
   sandbox.py   run_python: one program in a contained subprocess, and the probes that decide how
   harness.py   how a program's output is judged: stdout comparison, the HumanEval-style test harness
+  cases/       the verifier's test cases as data (JSONL, read by tests/ and bench/, never by a run):
+               math_checker_cases.jsonl (one labelled case per rule, "R<N>"), math_fixtures.jsonl,
+               code_fixtures.jsonl
 
 "rule N" everywhere in this package is the numbered list in reward.py's module docstring.
 """
