@@ -33,7 +33,7 @@ PIN = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2", "ONEDNN_MAX_CPU_ISA": 
 X86 = ("x86_64", "amd64", "i686", "i386")
 # How much the default table moves with the training seed (python -m bench table, seeds 0-2); the
 # figure a reader needs when their machine cannot reproduce the README's bits.
-SEED_SPREAD = "about ±2 points of avg@1 per row"
+SEED_SPREAD = "up to ±2.7 points of avg@1 per row over training seeds 0-2"
 
 
 def pin_cpu_kernels() -> None:
