@@ -26,10 +26,11 @@ from dataclasses import dataclass
 
 import torch
 from tqdm.auto import tqdm
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
 import distributed
+import gpu_memory
 
 # The paper's math instruction (the official code's wording). One prompt format is used for
 # collection, SRT, Phase 2 and evaluation (the released code mixed three formats across stages).
@@ -150,6 +151,39 @@ def load_model(name_or_path: str, *, device: str | None = None, dtype: torch.dty
     model.to(device)
     set_gradient_checkpointing(model, gradient_checkpointing)
     return model, tokenizer
+
+
+def train_precision(gpu_path: bool, no_grad_ckpt: bool) -> tuple[torch.dtype | None, bool]:
+    """(weight dtype, gradient checkpointing) of a training run: what CUDA gets, and with
+    ``gpu_path`` the same on CPU — bf16 student and teacher, checkpointing, plumbing.AdamW's
+    stochastic rounding — so a CPU test runs every line a GPU run runs. None = load_model's
+    default (fp32 on CPU: the toy run's path, unchanged)."""
+    real = torch.cuda.is_available() or gpu_path
+    return (torch.bfloat16 if gpu_path else None), real and not no_grad_ckpt
+
+
+def fit_check(args, name_or_path: str, card_bytes: int | None = None) -> None:
+    """Before any weight is loaded: does this run's peak (gpu_memory.phase_peaks) fit the card?
+
+    Runs on CUDA only (or when a test passes ``card_bytes``); reads just config.json. An
+    unreadable config is left to load_model, which says why in one line.
+    """
+    if card_bytes is None:
+        if not torch.cuda.is_available() or distributed.active():   # sharded runs divide it by N
+            return
+        card_bytes = torch.cuda.get_device_properties(0).total_memory
+    try:
+        config = AutoConfig.from_pretrained(MODEL_ALIASES.get(name_or_path, name_or_path))
+    except (OSError, ValueError):
+        return
+    peaks = gpu_memory.phase_peaks(config, bf16=True, max_new_tokens=args.max_new_tokens,
+                                   prompt_tokens=PROMPT_TOKENS, gen_batch=args.gen_batch,
+                                   micro_batch=args.micro_batch, max_teacher_tokens=args.max_teacher_tokens)
+    gpu_memory.check_fits(peaks, card_bytes)
+
+
+# A chat-templated math question of OpenR1-Math is ~100-300 tokens; the fit check plans with this.
+PROMPT_TOKENS = 256
 
 
 def eos_ids(model, tokenizer) -> list[int]:

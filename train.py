@@ -43,7 +43,9 @@ import distributed
 import distill
 import report
 import toy
-from generate import ModelLoadError, eos_ids, load_model, rollout_metrics, training_sampling
+import gpu_memory
+from generate import (ModelLoadError, eos_ids, fit_check, load_model, rollout_metrics, train_precision,
+                      training_sampling)
 from data import phase2_steps, planned_budget  # noqa: F401  (tests call them as train.*)
 from plumbing import (BadSteps, Run, Table, cosine_schedule, make_optimizer, plateau_reached, progress, read_jsonl,
                       seed_all, step_optimizer, warmup_constant_schedule, write_jsonl_atomic)
@@ -153,6 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=42, help="official code: 42")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: min(2, cores))")
     p.add_argument("--no-grad-ckpt", action="store_true", help="disable gradient checkpointing (on for CUDA)")
+    p.add_argument("--gpu-path", action="store_true", help="on CPU: a CUDA run's path (bf16, grad ckpt; tests)")
     p.add_argument("--no-eval", action="store_true", help="skip the final held-out table")
     p.add_argument("--max-bad-steps", type=int, default=3,
                    help="stop after this many consecutive NaN/inf steps (each is skipped)")
@@ -371,9 +374,9 @@ def load_data(args) -> tuple[str, list[dict], list[dict]]:
     return model, train_rows, test_rows
 
 
-def load(path, quiet=True, grad_ckpt=False):
+def load(path, quiet=True, grad_ckpt=False, dtype=None):
     try:
-        return load_model(path, gradient_checkpointing=grad_ckpt, quiet=quiet)
+        return load_model(path, gradient_checkpointing=grad_ckpt, quiet=quiet, dtype=dtype)
     except ModelLoadError as e:
         raise SystemExit(f"error: {e}") from None
 
@@ -390,8 +393,10 @@ def main(argv=None) -> int:
         raise SystemExit(f"error: {run_dir} already holds a run; add --resume to continue it, "
                          "or pick another --run-name")
     model_name, train_rows, test_rows = load_data(args)      # a run that cannot start writes nothing
-    grad_ckpt = torch.cuda.is_available() and not args.no_grad_ckpt
-    model, tok = load(model_name, args.quiet, grad_ckpt)
+    dtype, grad_ckpt = train_precision(args.gpu_path, args.no_grad_ckpt)
+    fit_check(args, model_name)                     # CUDA: stop here if the run cannot fit the card
+    load_ = functools.partial(load, dtype=dtype)    # every copy in the same dtype (bf16 on CUDA)
+    model, tok = load_(model_name, args.quiet, grad_ckpt)
     run = Run(run_dir, vars(args), args.resume)
     n1, n2 = data_mod.split_phases(train_rows, args.phase1_questions if args.phase != "distill" else 0,
                                    seed=args.seed)
@@ -408,7 +413,7 @@ def main(argv=None) -> int:
     if args.method != "sdzero":                  # paper Table 1's baselines, at SD-Zero's budget
         budget = args.budget or planned_budget(args, len(train_rows))
         label, spent = baselines.run(args, model_name, model, tok, train_rows, run, budget, srt_loop, phase2)
-        table.add(label, load(run.path("final"))[0], spent)
+        table.add(label, load_(run.path("final"))[0], spent)
     spent = (0, 0)
     if args.method == "sdzero" and args.phase in ("all", "srt"):
         if not run.resuming("distill"):
@@ -416,20 +421,24 @@ def main(argv=None) -> int:
             phase1(args, model, tok, n1, run)
         st = json.load(open(run.path("phase1_stats.json")))
         spent = (st["generations"], st["generated_tokens"])
-        table.add("SRT", load(run.path("srt"))[0], f"{st['generations']} (Phase 1)")
+        if args.phase == "all":
+            model = None                # Phase 2 loads student and teacher from srt/: drop this copy
+        table.add("SRT", load_(run.path("srt"))[0], f"{st['generations']} (Phase 1)")
+        gpu_memory.free_device_memory()
     if args.method == "sdzero" and args.phase in ("all", "distill"):
         start = run.path("srt") if args.phase == "all" else model_name
-        student = load(start, True, grad_ckpt)[0] if args.phase == "all" else model
-        teacher = load(start)[0]          # the teacher: a frozen copy of where Phase 2 starts (SRT)
+        student, model = (load_(start, True, grad_ckpt)[0] if args.phase == "all" else model), None  # 2 copies
+        teacher = load_(start)[0]         # the teacher: a frozen copy of where Phase 2 starts (SRT)
         if not run.resuming("distill"):
             seed_all(args.seed + 1)
         step_fn = functools.partial(distill_step, args, student, teacher, tok,
                                     phrases=Phrases(args.p_correct, args.p_wrong), eos=eos_ids(student, tok))
         phase2(args, student, teacher, tok, n2, run, spent, step_fn, steps=phase2_steps(args, len(n2)),
                lr=args.lr, batch_questions=args.batch_questions)
-        del teacher
+        del teacher, student, step_fn     # (step_fn holds both) before final/ is loaded to evaluate
+        gpu_memory.free_device_memory()
         gens = run.last_metric()["generations"]
-        table.add("SD-Zero" if args.phase == "all" else "Phase 2 only", load(run.path("final"))[0],
+        table.add("SD-Zero" if args.phase == "all" else "Phase 2 only", load_(run.path("final"))[0],
                   f"{gens} ({gens - spent[0]} in Phase 2)")
     table.write()
     charts = report.write_report([run_dir]) if distributed.is_main() else None   # report.html (SVG)
