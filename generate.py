@@ -182,7 +182,8 @@ def fit_check(args, name_or_path: str, card_bytes: int | None = None) -> None:
     gpu_memory.check_fits(peaks, card_bytes)
 
 
-# A chat-templated math question of OpenR1-Math is ~100-300 tokens; the fit check plans with this.
+# The prompt length the fit check plans with (an assumption, not measured: a chat-templated math
+# question is a few hundred tokens; 256 is small beside 16K new tokens, so the error is too).
 PROMPT_TOKENS = 256
 
 

@@ -53,8 +53,8 @@ def add_arguments(p):
     p.add_argument("--prompt-tokens", type=int, default=256)
     p.add_argument("--micro-batch", type=int, default=1)
     p.add_argument("--gen-batches", type=int, nargs="+", default=[4, 16, 64])
-    p.add_argument("--gen-tokens", type=int, default=None, help="max new tokens per rollout [768; small 24]")
-    p.add_argument("--gen-mean", type=int, default=None, help="mean rollout length [384; small 12]")
+    p.add_argument("--gen-tokens", type=int, default=None, help="max new tokens per rollout [768; small 16]")
+    p.add_argument("--gen-mean", type=int, default=None, help="mean rollout length [384; small 8]")
     p.add_argument("--mean-length", type=int, default=3700,
                    help="mean response length the hour estimate assumes (paper-scale answers: ~3.7K)")
     p.add_argument("--no-continuous", action="store_true", help="skip model.generate_batch")
@@ -124,12 +124,14 @@ def rollout_rates(model, tok, args, cuda: bool) -> dict:
             try:
                 model.eval()
                 t0 = sync(cuda)
+                ps = prompts if cuda else prompts[:4]    # CPU: seconds per step of fixed overhead
                 with torch.no_grad():
-                    res = model.generate_batch(prompts, generation_config=gc, max_new_tokens=args.gen_tokens)
+                    res = model.generate_batch(ps, generation_config=gc, max_new_tokens=args.gen_tokens,
+                                               warmup=cuda)          # warm-up captures CUDA graphs
                 s = sync(cuda) - t0
                 toks = sum(len(r.generated_tokens) for r in res.values())
-                out["continuous"] = {"prompts": len(prompts), "tokens": toks, "seconds": round(s, 2),
-                                     "tokens_per_s": round(toks / s, 1), "mean_len": round(toks / len(prompts), 1)}
+                out["continuous"] = {"prompts": len(ps), "tokens": toks, "seconds": round(s, 2),
+                                     "tokens_per_s": round(toks / s, 1), "mean_len": round(toks / len(ps), 1)}
             except Exception as e:             # a device check reports what failed and carries on
                 out["continuous"] = {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"}
     return out
@@ -218,8 +220,8 @@ def estimate_hours(rates: dict, p2: dict, srt: dict, args) -> dict:
 def bench_gpu(args) -> dict:
     small = args.small
     args.response_tokens = args.response_tokens or (1536 if small else 16384)
-    args.gen_tokens = args.gen_tokens or (24 if small else 768)
-    args.gen_mean = args.gen_mean or (12 if small else 384)
+    args.gen_tokens = args.gen_tokens or (16 if small else 768)
+    args.gen_mean = args.gen_mean or (8 if small else 384)
     if small:
         args.gen_batches = [b for b in args.gen_batches if b <= 16] or [4]
     args.cuda = cuda = torch.cuda.is_available() and not small
