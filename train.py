@@ -45,7 +45,7 @@ import report
 import toy
 import gpu_memory
 from generate import (ModelLoadError, eos_ids, fit_check, load_model, rollout_metrics, train_precision,
-                      training_sampling)
+                      training_sampling, add_arguments as add_generate_arguments)
 from data import phase2_steps, planned_budget  # noqa: F401  (tests call them as train.*)
 from plumbing import (BadSteps, Run, Table, cosine_schedule, make_optimizer, plateau_reached, progress, read_jsonl,
                       seed_all, step_optimizer, warmup_constant_schedule, write_jsonl_atomic)
@@ -154,8 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from runs/<name>/checkpoint.pt")
     p.add_argument("--seed", type=int, default=42, help="official code: 42")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: min(2, cores))")
-    p.add_argument("--no-grad-ckpt", action="store_true", help="disable gradient checkpointing (on for CUDA)")
-    p.add_argument("--gpu-path", action="store_true", help="on CPU: a CUDA run's path (bf16, grad ckpt; tests)")
+    add_generate_arguments(p)       # --no-grad-ckpt, --gpu-path, --rollout-engine (generate.py)
     p.add_argument("--no-eval", action="store_true", help="skip the final held-out table")
     p.add_argument("--max-bad-steps", type=int, default=3,
                    help="stop after this many consecutive NaN/inf steps (each is skipped)")
@@ -274,7 +273,7 @@ def srt_loop(args, model, tok, stages, run: Run, spent, out_name: str, label: st
 def distill_step(args, student, teacher, tok, items, phrases, eos) -> dict:
     """One Phase-2 step on a batch of fresh questions; returns metrics (gradients accumulated)."""
     rolls, rewards = sample_and_grade(student, tok, items, task=args.task, n=args.rollouts_per_question,
-                                      phrases=phrases, gen=training_sampling(args))
+                                      phrases=phrases, gen=training_sampling(args, on_policy=True))
     s_ids = {p: phrase_ids(tok, p) for p in (phrases.correct, phrases.wrong)}
     X = [r.prompt_ids for r in rolls]
     S = [s_ids[phrases.pick(rw)] for rw in rewards]

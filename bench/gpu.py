@@ -261,8 +261,9 @@ def bench_gpu(args) -> dict:
                           "ratio": round(measured / peaks["phase2"]["peak"], 3),
                           "predicted_terms_gib": {k: round(v / 2 ** 30, 3) for k, v in peaks["phase2"].items()
                                                   if isinstance(v, int)},
-                          "how": "max_memory_allocated" if cuda else "peak RSS - (RSS before the step - the models' tensors) "
-                          "(exact only with MALLOC_MMAP_THRESHOLD_=65536: freed tensors go back to the OS)",
+                          "how": "max_memory_allocated" if cuda else "peak RSS - (RSS before the step - the "
+                          "models' tensors) (exact only with MALLOC_MMAP_THRESHOLD_=65536: freed tensors go back "
+                          "to the OS)",
                           "malloc_mmap_threshold": os.environ.get("MALLOC_MMAP_THRESHOLD_")}
     del teacher
     gpu_memory.free_device_memory()

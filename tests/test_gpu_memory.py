@@ -82,3 +82,18 @@ def test_a_card_too_small_for_the_weights_asks_for_more_gpus(paper_dir):
 def test_fit_check_is_silent_on_cpu(paper_dir):
     if not torch.cuda.is_available():
         fit_check(_args(gen_batch=10_000), paper_dir)          # CPU: no card to check against
+
+
+def test_cuda_runs_ask_for_expandable_segments_and_keep_a_users_setting(monkeypatch):
+    from generate import train_precision
+    monkeypatch.delenv("PYTORCH_CUDA_ALLOC_CONF", raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert train_precision(False, False) == (None, True)          # bf16 by load_model, checkpointing on
+    import os
+    assert os.environ["PYTORCH_CUDA_ALLOC_CONF"] == "expandable_segments:True"
+    monkeypatch.setenv("PYTORCH_CUDA_ALLOC_CONF", "max_split_size_mb:512")
+    train_precision(False, True)
+    assert os.environ["PYTORCH_CUDA_ALLOC_CONF"] == "max_split_size_mb:512"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert train_precision(False, False) == (None, False)         # the toy run: fp32, no checkpointing
+    assert train_precision(True, False) == (torch.bfloat16, True)  # --gpu-path on CPU
