@@ -7,6 +7,10 @@ SD-Zero (arXiv 2604.12002) uses one set of weights in two roles. This file is th
 * ``prompt_ids``      — X, the chat-templated prompt ending in the assistant-start marker.
 * ``rollout``         — batched, left-padded HF ``generate`` that returns the completion **ids as
                          sampled** (Y), never a re-tokenisation of decoded text, plus finished/truncated.
+                         ``engine="continuous"``: the same through transformers' continuous
+                         batching (``generate_batch``), for rollouts with nothing else in memory.
+* ``train_precision``, ``fit_check`` — a training run's dtype and checkpointing (``--gpu-path``: the
+                         CUDA path on CPU), and gpu_memory.py's fit check before anything is loaded.
 
 Why ids and not text: Phase 2 scores the *same tokens* the student sampled under the teacher's
 context (paper eq. 4). Decoding and re-encoding can merge or split tokens at the boundary, which

@@ -168,5 +168,6 @@ if __name__ == "__main__":          # python gpu_memory.py: the paper preset's f
           f"{pk['kv_bytes_per_sequence'] / GIB:.2f} GiB")
     for ph in ("phase1", "phase2"):
         print(ph, {k: (round(v / GIB, 2) if isinstance(v, int) else v) for k, v in pk[ph].items()})
-    for card in (80, 141):
-        print(f"{card} GB card: {rollout_capacity(pk, card * 10 ** 9)} sequences of 16K decode together in Phase 2")
+    for name, gib in (("H100 80 GB", 79.6), ("H200", 139.0)):        # total_memory as torch reports it
+        print(f"{name} ({gib} GiB): {rollout_capacity(pk, int(gib * GIB))} sequences of 16K decode together "
+              f"in Phase 2; usable {HEADROOM * gib:.1f} GiB")
