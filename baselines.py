@@ -90,7 +90,7 @@ def grpo_step(args, student, tok, items, phrases, device) -> dict:
     """One GRPO update on a batch of fresh rollouts (n per question); gradients accumulated."""
     n = args.grpo_n
     rolls, rewards = sample_and_grade(student, tok, items, task=args.task, n=n, phrases=phrases,
-                                      gen=training_sampling(args))
+                                      gen=training_sampling(args, on_policy=True))
     adv = group_advantages(torch.tensor(rewards), n)
     temp = args.temperature if args.temperature > 0 else 1.0
     n_tok = distributed.all_sum(sum(r.num_tokens for r in rolls))   # distributed: GLOBAL token count
@@ -152,7 +152,7 @@ def sdft_step(args, student, teacher, tok, items, phrases, demo_fn) -> dict:
     """One SDFT step: student samples y | x; the teacher (a frozen copy of the same model) reads
     x + demonstration and scores the same y; student minimises the same KL as SD-Zero."""
     rolls, rewards = sample_and_grade(student, tok, items, task=args.task, n=args.rollouts_per_question,
-                                      phrases=phrases, gen=training_sampling(args))
+                                      phrases=phrases, gen=training_sampling(args, on_policy=True))
     demo_x = [sdft_teacher_prompt(tok, items[r.index]["question"], demo_fn(items[r.index]), args.task,
                                   args.sdft_context, phrases) for r in rolls]
     out = distill_on_policy(student, teacher, [r.prompt_ids for r in rolls], demo_x,

@@ -1,6 +1,6 @@
 """train.py — SD-Zero end to end: Phase 1 (SRT), then Phase 2 (on-policy self-distillation).
 
-    python train.py                                   # the embedded toy world on a laptop CPU (~4 min)
+    python train.py                                   # the embedded toy world on a laptop CPU (~2 min)
     python train.py --model Qwen/Qwen3-4B-Instruct    # the paper's math setting on one GPU
     torchrun --nproc_per_node=4 train.py --model ...  # several GPUs: FSDP2, see distributed.py
 
@@ -19,8 +19,6 @@ samples y ~ π_θ(·|x); the verifier gives r; the frozen teacher (the SRT weigh
 reads X + Y' + S(P_r) + Y under no_grad and keeps its top-k logits at the positions of the second Y;
 the student minimises Σ_t KL(π_θ(·|x, y<t) ‖ π_T(·|x, y, P_r, y<t)). The teacher can be re-synchronised
 to the student (teacher := student; Fig. 5) every N steps or once the reward plateaus; default frozen.
-
-Binary reward → which phrase the teacher reads → a dense, per-token target. That is the whole trick.
 
 Defaults (``KNOBS``) come from the paper; where the paper is silent, from the official code (each
 ``--help`` line says which). With no ``--model`` the toy column of ``KNOBS`` replaces the values that
@@ -48,10 +46,12 @@ import baselines
 import data as data_mod
 import distributed
 import distill
+import gpu_memory
 import report
 import toy
 from data import phase2_steps, planned_budget, read_jsonl, write_jsonl_atomic  # noqa: F401  (tests: train.*)
-from generate import ModelLoadError, eos_ids, load_model, rollout_metrics, training_sampling
+from generate import (ModelLoadError, eos_ids, fit_check, load_model, rollout_metrics, train_precision,
+                      training_sampling, add_arguments as add_generate_arguments)
 from heldout import Table
 from plumbing import (BadSteps, Run, cosine_schedule, make_optimizer, plateau_reached, progress, seed_all,
                       step_optimizer, warmup_constant_schedule)
@@ -160,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from runs/<name>/checkpoint.pt")
     p.add_argument("--seed", type=int, default=42, help="official code: 42")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: min(2, cores))")
-    p.add_argument("--no-grad-ckpt", action="store_true", help="disable gradient checkpointing (on for CUDA)")
+    add_generate_arguments(p)       # --no-grad-ckpt, --gpu-path, --rollout-engine (generate.py)
     p.add_argument("--no-eval", action="store_true", help="skip the final held-out table")
     p.add_argument("--max-bad-steps", type=int, default=3,
                    help="stop after this many consecutive NaN/inf steps (each is skipped)")
@@ -275,7 +275,7 @@ def srt_loop(args, model, tok, stages, run: Run, spent, out_name: str, label: st
 def distill_step(args, student, teacher, tok, items, phrases, eos) -> dict:
     """One Phase-2 step on a batch of fresh questions; returns metrics (gradients accumulated)."""
     rolls, rewards = sample_and_grade(student, tok, items, task=args.task, n=args.rollouts_per_question,
-                                      phrases=phrases, gen=training_sampling(args))
+                                      phrases=phrases, gen=training_sampling(args, on_policy=True))
     s_ids = {p: phrase_ids(tok, p) for p in (phrases.correct, phrases.wrong)}
     X = [r.prompt_ids for r in rolls]
     S = [s_ids[phrases.pick(rw)] for rw in rewards]
@@ -372,9 +372,9 @@ def load_data(args) -> tuple[str, list[dict], list[dict]]:
     return model, train_rows, test_rows
 
 
-def load(path, quiet=True, grad_ckpt=False):
+def load(path, quiet=True, grad_ckpt=False, dtype=None):
     try:
-        return load_model(path, gradient_checkpointing=grad_ckpt, quiet=quiet)
+        return load_model(path, gradient_checkpointing=grad_ckpt, quiet=quiet, dtype=dtype)
     except ModelLoadError as e:
         raise SystemExit(f"error: {e}") from None
 
@@ -391,8 +391,10 @@ def main(argv=None) -> int:
         raise SystemExit(f"error: {run_dir} already holds a run; add --resume to continue it, "
                          "or pick another --run-name")
     model_name, train_rows, test_rows = load_data(args)      # a run that cannot start writes nothing
-    grad_ckpt = torch.cuda.is_available() and not args.no_grad_ckpt
-    model, tok = load(model_name, args.quiet, grad_ckpt)
+    dtype, grad_ckpt = train_precision(args.gpu_path, args.no_grad_ckpt)
+    fit_check(args, model_name)                     # CUDA: stop here if the run cannot fit the card
+    load_ = functools.partial(load, dtype=dtype)    # every copy in the same dtype (bf16 on CUDA)
+    model, tok = load_(model_name, args.quiet, grad_ckpt)
     run = Run(run_dir, vars(args), args.resume)
     n1, n2 = data_mod.split_phases(train_rows, args.phase1_questions if args.phase != "distill" else 0,
                                    seed=args.seed)
@@ -411,7 +413,7 @@ def main(argv=None) -> int:
     if args.method != "sdzero":                  # paper Table 1's baselines, at SD-Zero's budget
         budget = args.budget or planned_budget(args, len(train_rows))
         label, spent = baselines.run(args, model_name, model, tok, train_rows, run, budget, srt_loop, phase2)
-        table.add(label, load(run.path("final"))[0], spent)
+        table.add(label, load_(run.path("final"))[0], spent)
     spent = (0, 0)
     if args.method == "sdzero" and args.phase in ("all", "srt"):
         if not run.resuming("distill"):
@@ -419,20 +421,24 @@ def main(argv=None) -> int:
             phase1(args, model, tok, n1, run)
         st = json.load(open(run.path("phase1_stats.json")))
         spent = (st["generations"], st["generated_tokens"])
-        table.add("SRT", load(run.path("srt"))[0], f"{st['generations']} (Phase 1)")
+        if args.phase == "all":
+            model = None                # Phase 2 loads student and teacher from srt/: drop this copy
+        table.add("SRT", load_(run.path("srt"))[0], f"{st['generations']} (Phase 1)")
+        gpu_memory.free_device_memory()
     if args.method == "sdzero" and args.phase in ("all", "distill"):
         start = run.path("srt") if args.phase == "all" else model_name
-        student = load(start, True, grad_ckpt)[0] if args.phase == "all" else model
-        teacher = load(start)[0]          # the teacher: a frozen copy of where Phase 2 starts (SRT)
+        student, model = (load_(start, True, grad_ckpt)[0] if args.phase == "all" else model), None  # 2 copies
+        teacher = load_(start)[0]         # the teacher: a frozen copy of where Phase 2 starts (SRT)
         if not run.resuming("distill"):
             seed_all(args.seed + 1)
         step_fn = functools.partial(distill_step, args, student, teacher, tok,
                                     phrases=Phrases(args.p_correct, args.p_wrong), eos=eos_ids(student, tok))
         phase2(args, student, teacher, tok, n2, run, spent, step_fn, steps=phase2_steps(args, len(n2)),
                lr=args.lr, batch_questions=args.batch_questions)
-        del teacher
+        del teacher, student, step_fn     # (step_fn holds both) before final/ is loaded to evaluate
+        gpu_memory.free_device_memory()
         gens = run.last_metric()["generations"]
-        table.add("SD-Zero" if args.phase == "all" else "Phase 2 only", load(run.path("final"))[0],
+        table.add("SD-Zero" if args.phase == "all" else "Phase 2 only", load_(run.path("final"))[0],
                   f"{gens} ({gens - spent[0]} in Phase 2)")
     table.write()
     charts = report.write_report([run_dir]) if distributed.is_main() else None   # report.html (SVG)

@@ -5,7 +5,7 @@
     python -m bench table      # paper Table 1 in miniature on the toy world              -> bench/results/table.{json,md,html}
     python -m bench table --world banded   # the same with a rarely-solved band         -> bench/results/table-banded.*
     python -m bench sync       # frozen teacher vs one sync on a reward plateau (Fig. 5)  -> bench/results/sync.{json,md}
-    python -m bench gpu        # 2 Phase-2 steps of a random Qwen3-4B on one GPU           -> bench/results/gpu.json
+    python -m bench gpu        # one GPU: rollout engines, Phase-2/SRT steps at 16K, peak, hours -> bench/results/gpu.json
 
 Run from the repository root. Each benchmark lives in its own module here (reward_speed, memory,
 table, gpu) and imports the project's modules exactly as train.py does.
@@ -13,4 +13,4 @@ table, gpu) and imports the project's modules exactly as train.py does.
 import os
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-OUT = os.path.join(ROOT, "bench", "results")
+OUT = os.environ.get("SDZERO_BENCH_OUT") or os.path.join(ROOT, "bench", "results")   # tests: a tmp dir

@@ -17,7 +17,7 @@ from conftest import ROOT
 # floor -> files on it. A package (verifier/, bench/) is one box: arrows inside it are only
 # checked for circles. tests/ stand above everything and import what they like.
 FLOORS = {
-    0: ["verifier", "data", "distributed", "report", "repro"],
+    0: ["verifier", "data", "distributed", "report", "repro", "gpu_memory"],
     1: ["reward", "generate", "distill", "plumbing"],
     2: ["revise"],
     3: ["selfloc", "toy"],
