@@ -13,7 +13,6 @@ from conftest import ROOT
 LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
 # Written in parallel by another change (one-GPU memory and run time). Checked like every other link
 # once it exists; until then the README's link to it is the only one allowed to dangle.
-PENDING = {os.path.join("docs", "gpu.md")}
 
 
 def pages() -> list[str]:
@@ -67,8 +66,6 @@ def test_every_link_resolves_inside_the_repository():
             rel = os.path.relpath(full, ROOT)
             if rel.startswith(".."):
                 bad.append(f"{page}: {target} points outside the repository")
-            elif rel in PENDING and not os.path.exists(full):
-                continue
             elif not os.path.exists(full):
                 bad.append(f"{page}: {target} does not exist")
             elif frag and full.endswith(".md") and frag not in anchors(full):
