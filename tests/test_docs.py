@@ -11,8 +11,6 @@ import re
 from conftest import ROOT
 
 LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
-# Written in parallel by another change (one-GPU memory and run time). Checked like every other link
-# once it exists; until then the README's link to it is the only one allowed to dangle.
 
 
 def pages() -> list[str]:
