@@ -439,8 +439,8 @@ if __name__ == "__main__":
     ap.add_argument("--force", action="store_true", help="rebuild a cached non-default build")
     ap.add_argument("--steps", type=int, default=None)
     args = ap.parse_args()
-    if repro.check_pinned(torch):
-        print(repro.check_pinned(torch), file=sys.stderr)
+    if note := repro.check_pinned(torch):
+        print(note, file=sys.stderr)
     if args.rebuild:
         print(json.dumps(rebuild_shipped(), indent=1))
     else:
