@@ -174,7 +174,9 @@ def test_every_model_revises_the_same_pool(tiny_dir, tmp_path, monkeypatch, caps
 
     def recording_rollout(model, tok, prompts, **kw):
         if kw.get("desc") == "pool revisions":
-            calls.append((id(model), [list(p) for p in prompts]))
+            # Not id(model): evaluate frees each model before loading the next, so CPython may hand
+            # the second model the first one's address. The folder it was loaded from is unique.
+            calls.append((model.config._name_or_path, [list(p) for p in prompts]))
         return real(model, tok, prompts, **kw)
 
     monkeypatch.setattr(evaluate, "rollout", recording_rollout)
