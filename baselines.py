@@ -1,4 +1,8 @@
-"""baselines.py — RFT, GRPO and SDFT, the paper's comparisons at the same generation budget.
+"""baselines.py — RFT, GRPO and SDFT, the paper's comparisons (Table 1) at the same generation budget.
+
+    python baselines.py rft            # the toy world, at the budget the default SD-Zero run spends
+    python baselines.py grpo --budget 9000
+    python baselines.py sdft --model Qwen/Qwen3-4B-Instruct
 
 SD-Zero's central claim is comparative (paper Table 1, §4.3, §7): with the same questions and about
 the same number of generated responses, SD-Zero beats
@@ -18,24 +22,35 @@ the same number of generated responses, SD-Zero beats
   steps; other self-distillation codebases report similar collapses, e.g. lasgroup/SDPO issues
   #25 and #26.)
 
-Budget accounting is shared with train.py: every generated response counts as one generation
-(paper App. C.2), and generated tokens are counted the same way for every method.
+Each method runs through train.py's own loops (``srt_loop`` for RFT, ``phase2`` for GRPO and SDFT,
+with a step function of the same shape as distill.phase2_step) and takes train.py's flags, so its
+knobs, checkpoints, resume and held-out table are SD-Zero's. Budget accounting is shared too: every
+generated response counts as one generation (paper App. C.2), and generated tokens are counted the
+same way for every method.
 """
 from __future__ import annotations
 
-import functools
 import json
 import os
+import sys
+import time
 
+from machinery import repro
+
+if __name__ == "__main__":
+    repro.pin_if_toy(sys.argv[1:])   # before torch, as train.py does
 import torch
 
+import config
+import data
 import distill
-import distributed
 import toy
-from data import read_jsonl, write_jsonl_atomic
-from generate import build_messages, load_model, prompt_ids, rollout_metrics, training_sampling
-from plumbing import seed_all
-from revise import Phrases, distill_on_policy, phrase_ids, sample_and_grade, scored_batch
+import train
+from generate import build_messages, prompt_ids, rollout_metrics, sample_and_grade, training_sampling
+from machinery import distributed
+from machinery.lm_head import chunked_head_backward, hidden_rows, scored_batch
+from machinery.run import seed_all
+from revise import Phrases, phrase_ids
 
 DAPO_CLIP = (0.2, 0.28)
 
@@ -86,27 +101,27 @@ def clipped_pg_loss(logp, old_logp, adv, clip=DAPO_CLIP) -> torch.Tensor:
     return -torch.minimum(ratio * adv, ratio.clamp(1 - clip[0], 1 + clip[1]) * adv)
 
 
-def grpo_step(args, student, tok, items, phrases, device) -> dict:
-    """One GRPO update on a batch of fresh rollouts (n per question); gradients accumulated."""
+def grpo_step(args, student, teacher, tok, items, *, phrases, eos, gen, count_all=distill.count_local) -> dict:
+    """One GRPO update on a batch of fresh rollouts (--grpo-n per question); gradients accumulated.
+
+    The same signature as distill.phase2_step, so train.phase2 runs it (``teacher`` and ``eos`` are
+    unused: GRPO has no teacher). ``count_all`` makes the token mean global under torchrun.
+    """
     n = args.grpo_n
-    rolls, rewards = sample_and_grade(student, tok, items, task=args.task, n=n, phrases=phrases,
-                                      gen=training_sampling(args, on_policy=True))
+    rolls, rewards = sample_and_grade(student, tok, items, task=args.task, n=n, phrases=phrases, gen=gen)
     adv = group_advantages(torch.tensor(rewards), n)
     temp = args.temperature if args.temperature > 0 else 1.0
-    n_tok = distributed.all_sum(sum(r.num_tokens for r in rolls))   # distributed: GLOBAL token count
+    n_tok = count_all([sum(r.num_tokens for r in rolls)])[0]      # every token of the batch weighs 1/n_tok
+    device = next(student.parameters()).device
     loss_sum = 0.0
     for s in range(0, len(rolls), args.micro_batch):
         rs = rolls[s:s + args.micro_batch]
-        if not any(r.completion_ids for r in rs) and not distributed.active():   # (sharded: all run)
-            continue
-        sb = scored_batch([r.prompt_ids for r in rs], [r.completion_ids for r in rs], tok.pad_token_id)
-        targets = sb["targets"].to(device)
-        a = torch.tensor([float(adv[s + j]) for j, r in enumerate(rs) for _ in r.completion_ids],
-                         device=device)
+        b = {k: v.to(device) for k, v in scored_batch([r.prompt_ids for r in rs], [r.completion_ids for r in rs],
+                                                     tok.pad_token_id).items()}
+        targets = b["targets"]
+        a = torch.tensor([float(adv[s + j]) for j, r in enumerate(rs) for _ in r.completion_ids], device=device)
         w = torch.full_like(a, 1.0 / max(n_tok, 1))          # token-level normalisation (DAPO)
-        hidden = distill.gather_rows(distill.final_hidden(student, sb["ids"].to(device),
-                                                          sb["mask"].to(device)),
-                                     sb["rows"].to(device), sb["cols"].to(device))
+        hidden = hidden_rows(student, b)                      # [n, H]
 
         def loss_fn(logits, sl, targets=targets, a=a, w=w):
             # The policy that sampled is softmax(logits / T): its log-probs, not the T = 1 ones,
@@ -115,7 +130,7 @@ def grpo_step(args, student, tok, items, phrases, device) -> dict:
             # On-policy: the rollouts came from these very weights, so old_logp = logp (detached).
             return (clipped_pg_loss(logp, logp.detach(), a[sl]) * w[sl]).sum()
 
-        loss_sum += float(distill.chunked_head_backward(student, hidden, loss_fn))
+        loss_sum += float(chunked_head_backward(student, hidden, loss_fn))
     return {"loss": loss_sum, "kl_per_token": None, **rollout_metrics(rolls, rewards)}
 
 
@@ -148,74 +163,73 @@ def sdft_teacher_prompt(tok, question: str, demo: str, task: str = "math", conte
     return tok(text, add_special_tokens=False)["input_ids"]
 
 
-def sdft_step(args, student, teacher, tok, items, phrases, demo_fn) -> dict:
-    """One SDFT step: student samples y | x; the teacher (a frozen copy of the same model) reads
-    x + demonstration and scores the same y; student minimises the same KL as SD-Zero."""
+def sdft_step(args, student, teacher, tok, items, *, phrases, eos, gen, count_all=distill.count_local) -> dict:
+    """One SDFT step: the student samples y | x; the teacher (a frozen copy of the starting model)
+    reads x + demonstration and scores the same y; the student minimises the same KL as SD-Zero
+    (distill.distill_batch). The same signature as distill.phase2_step."""
     rolls, rewards = sample_and_grade(student, tok, items, task=args.task, n=args.rollouts_per_question,
-                                      phrases=phrases, gen=training_sampling(args, on_policy=True))
-    demo_x = [sdft_teacher_prompt(tok, items[r.index]["question"], demo_fn(items[r.index]), args.task,
+                                      phrases=phrases, gen=gen)
+    demo = demo_function(args)
+    demo_x = [sdft_teacher_prompt(tok, items[r.index]["question"], demo(items[r.index]), args.task,
                                   args.sdft_context, phrases) for r in rolls]
-    out = distill_on_policy(student, teacher, [r.prompt_ids for r in rolls], demo_x,
-                            [r.completion_ids for r in rolls], tok.pad_token_id,
-                            micro_batch=args.micro_batch, norm=args.norm, k=args.topk, kind=args.kl,
-                            mix=args.mix, support=args.support, temperature=args.temperature)
-    return {**out, **rollout_metrics(rolls, rewards)}
+    ys = [r.completion_ids for r in rolls]
+    out = distill.distill_batch(student, teacher, [r.prompt_ids for r in rolls], demo_x, ys, tok.pad_token_id,
+                                weights=distill.batch_token_weights(ys, args.norm, count_all),
+                                micro_batch=args.micro_batch, k=args.topk, kind=args.kl, mix=args.mix,
+                                support=args.support, temperature=args.temperature)
+    kl = out["per_token_kl"]
+    return {"loss": out["loss"], "kl_per_token": float(kl.mean()) if len(kl) else 0.0,
+            **rollout_metrics(rolls, rewards)}
 
 
 # --------------------------------------------------------------------------------------------
-# Dispatch: train.py hands over its two loops, each baseline brings its own data or step function
+# The entry point: train.py's setting, one method instead of Phase 1 + Phase 2
 # --------------------------------------------------------------------------------------------
-def run(args, model_name, model, tok, rows, run_, budget: int, srt_loop, onpolicy_loop) -> tuple[str, str]:
+METHODS = ("rft", "grpo", "sdft")
+
+
+def run_method(args, model_name, model, tok, rows, run, budget: int) -> int:
     """RFT, GRPO or SDFT on all training questions within ``budget`` generations; writes final/.
-
-    ``srt_loop`` and ``onpolicy_loop`` are train.py's SRT and Phase-2 loops (passed in, so that the
-    imports stay one-way: train.py -> baselines.py). Returns (table label, generations spent).
-    """
+    Returns the generations spent."""
     phrases = Phrases(args.p_correct, args.p_wrong)
     label = args.method.upper()
-    gen = training_sampling(args)
     if args.method == "rft":
         n = max(1, budget // len(rows))
-        ex_path, st_path = run_.path("rft_examples.jsonl"), run_.path("rft_stats.json")
-        if run_.ckpt is None or not os.path.exists(ex_path):
-            run_.say(f"[RFT] sampling {n} responses for each of {len(rows)} questions (budget {budget})")
+        examples_path, stats_path = run.path("rft_examples.jsonl"), run.path("rft_stats.json")
+        if run.ckpt is None or not os.path.exists(examples_path):
+            run.say(f"[RFT] sampling {n} responses for each of {len(rows)} questions (budget {budget})")
             examples, stats = rft_collect(model, tok, distributed.split(rows, None), task=args.task, n=n,
-                                          gen=gen, phrases=phrases, progress=not args.quiet)
+                                          gen=training_sampling(args), phrases=phrases, progress=not args.quiet)
             examples, stats = distributed.gather_examples(examples, stats)   # distributed: all ranks'
 
             def write():
-                write_jsonl_atomic(ex_path, examples)
-                json.dump(stats, open(st_path, "w"), indent=1)
+                data.write_jsonl_atomic(examples_path, examples)
+                json.dump(stats, open(stats_path, "w"), indent=1)
             distributed.on_main(write)                  # distributed: rank 0 writes, all read below
-            run_.say(f"[RFT] kept {stats['kept']} correct of {stats['samples']}")
-        examples, stats = read_jsonl(ex_path), json.load(open(st_path))
+            run.say(f"[RFT] kept {stats['kept']} correct of {stats['samples']}")
+        examples, stats = data.read_jsonl(examples_path), json.load(open(stats_path))
         if not examples:
             raise SystemExit("error: RFT kept no correct response; nothing to fine-tune on")
-        srt_loop(args, model, tok, [("gen", examples)], run_,
-                 (stats["generations"], stats["generated_tokens"]), "final", label=label)
-        return label, str(stats["generations"])
+        train.srt_loop(args, model, tok, [("gen", examples)], run, (stats["generations"], stats["generated_tokens"]),
+                       "final", label=label)
+        return stats["generations"]
     teacher = None
     if args.method == "grpo":
         # GRPO has its own step size and batch: the Phase-2 ones (3e-4, 32 questions x 4) left the
         # toy flat and higher rates collapsed it (docs/findings.md, "GRPO's step size"); the budget
         # is unchanged.
-        lr, batch_questions = args.grpo_lr, args.grpo_batch_questions
-        per_step = batch_questions * args.grpo_n
-        step_fn = functools.partial(grpo_step, args, model, tok, phrases=phrases,
-                                    device=next(model.parameters()).device)
+        lr, batch_questions, per_step, step = args.grpo_lr, args.grpo_batch_questions, args.grpo_n, grpo_step
     else:
-        lr, batch_questions = args.lr, args.batch_questions
-        per_step = batch_questions * args.rollouts_per_question
-        teacher, _ = load_model(model_name, quiet=True)     # frozen copy, as SD-Zero's teacher
-        step_fn = functools.partial(sdft_step, args, model, teacher, tok, phrases=phrases,
-                                    demo_fn=demo_function(args))
+        lr, batch_questions, per_step, step = args.lr, args.batch_questions, args.rollouts_per_question, sdft_step
+        teacher = train.load(model_name, args)          # frozen copy, as SD-Zero's teacher
+    per_step *= batch_questions
     steps = max(1, budget // per_step)
-    run_.say(f"[{label}] {steps} steps x {per_step} rollouts (budget {budget} generations)")
-    if run_.ckpt is None:
+    run.say(f"[{label}] {steps} steps x {per_step} rollouts (budget {budget} generations)")
+    if run.ckpt is None:
         seed_all(args.seed + 1)
-    onpolicy_loop(args, model, teacher, tok, rows, run_, (0, 0), step_fn, steps=steps, lr=lr,
-                  batch_questions=batch_questions, label=label)
-    return label, str(run_.last_metric()["generations"])
+    train.phase2(args, model, teacher, tok, rows, run, (0, 0), steps=steps, lr=lr,
+                 batch_questions=batch_questions, step=step, label=label)
+    return run.last_metric()["generations"]
 
 
 def demo_function(args):
@@ -230,3 +244,33 @@ def demo_function(args):
                              f"{args.solution_field!r} is missing for question id {item.get('id')!r}")
         return item["solution"]
     return from_data
+
+
+def build_parser():
+    p = config.build_parser("The baselines of SD-Zero's Table 1, through train.py's loops at its budget.")
+    p.add_argument("method", choices=METHODS, help="rft, grpo or sdft")
+    p.add_argument("--budget", type=int, default=0,
+                   help="generations to spend (default: what SD-Zero's settings would use, data.planned_budget)")
+    p.add_argument("--grpo-n", type=int, default=4,
+                   help="GRPO rollouts per question (paper budget table: 4; Table 5: 8)")
+    return p
+
+
+def main(argv=None) -> int:
+    args = config.resolve(build_parser().parse_args(argv))
+    t_start = time.time()
+    setting = train.open_run(args)
+    run, tok, table, rows = setting["run"], setting["tok"], setting["table"], setting["train_rows"]
+    run.say(f"run {run.dir}: model {setting['model_name']}, {len(rows)} training questions, all for "
+            f"{args.method.upper()}; device {setting['device']}")
+    if run.ckpt is None or "base" in table.evals:
+        table.add("base", setting["model"], 0)
+    budget = args.budget or data.planned_budget(args, len(rows))
+    spent = run_method(args, setting["model_name"], setting["model"], tok, rows, run, budget)
+    table.add(args.method.upper(), train.load(run.path("final"), args), spent)
+    train.finish_run(args, run, table, t_start)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -7,9 +7,10 @@ SD-Zero (arXiv 2604.12002) reports (its §4 and appendix tables):
   *right* ones it breaks. Measured on each model's own answers, and on a *shared pool* of fixed
   first answers (the base model's) that every model revises, so only the reviser differs (--pool).
 * response length and the rate of explicit self-revision phrases (Fig. 3, 6).
-* token self-localisation (Fig. 4, §4; in selfloc.py): per-token KL(generator ‖ reviser) under the
-  Phase-2 teacher layout X + Y' + S(P_r) + Y; on wrong answers the KL mass should sit on a few key
-  tokens. ``--selfloc`` reports the KL share of each response's top 10 % tokens, and an HTML heat map.
+* token self-localisation (Fig. 4, §4): per-token KL(generator ‖ reviser) under the Phase-2
+  teacher layout X + Y' + S(P_r) + Y; on wrong answers the KL mass should sit on a few key tokens.
+  ``--selfloc`` reports the KL share of each response's top 10 % tokens, and an HTML heat map.
+* the held-out table a training run ends with (``Table``, used by train.py and baselines.py).
 
     python evaluate.py --model runs/toy/srt --model runs/toy/final --data toy --k 8 --selfloc
     python evaluate.py --model runs/toy/srt --model runs/toy/final --data toy --pool-from <base model>
@@ -27,18 +28,21 @@ import sys
 import time
 from importlib.resources import files
 
-import repro
+from machinery import repro
 
 if __name__ == "__main__":
     repro.pin_if_toy(sys.argv[1:])   # before torch: --data toy gets the same bits on every x86-64 CPU
 import torch
 
 import data as data_mod
+import distill
 import reward
 import toy
-from generate import ModelLoadError, eos_ids, load_model, prompt_ids, rollout, sampling
-from revise import P_CORRECT, P_WRONG, Phrases, grade, phrase_ids, reviser_prompt, sample_and_grade
-from selfloc import selfloc_html, selfloc_summary, token_scores
+from generate import ModelLoadError, eos_ids, load_model, prompt_ids, rollout, sample_and_grade, sampling
+from machinery.report import selfloc_html
+from machinery.run import Run, rng_state, seed_all, set_rng_state
+from reward import P_CORRECT, P_WRONG, grade
+from revise import Phrases, phrase_ids, reviser_prompt
 
 DEFAULT_KEYWORDS = ("wait", "let me start over", "let me correct", "let me rephrase",
                     "let me re-check", "let me recheck", "this is wrong", "not correct")
@@ -225,6 +229,74 @@ def json_safe(obj):
 
 def fmt_pct(x: float) -> str:
     return "  n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:5.1f}"
+
+
+# --------------------------------------------------------------------------------------------
+# Token self-localisation (paper Fig. 4, §4): where does the reviser disagree?
+# --------------------------------------------------------------------------------------------
+# Under Phase 2's teacher layout X + Y' + S(P_r) + Y, each token y_t of a generator's answer gets
+# KL(generator ‖ reviser) at its position and a "token KL reward" log p_gen(y_t) − log p_rev(y_t).
+# The paper's claim: on wrong answers the KL mass sits on a few key tokens (the reviser localises
+# the error); on right answers it is small and flat. ``--selfloc`` summarises how concentrated it
+# is per group and writes an offline HTML heat map (machinery/report.py draws it).
+def kl_concentration(kl: list[float], buckets: int = 20, top: float = 0.10) -> dict:
+    """How concentrated one response's KL mass is.
+
+    Tokens sorted by KL (largest first) and cut into ``buckets`` equal-count groups; returns each
+    bucket's share of the total KL, and the share carried by the top ``top`` fraction of tokens
+    (at least one token). A single disagreeing token gives top share 1.0; a flat KL gives ≈ top.
+    """
+    vals = sorted((max(float(v), 0.0) for v in kl), reverse=True)
+    total = sum(vals)
+    n = len(vals)
+    if n == 0 or total <= 0:
+        return {"top_share": float("nan"), "bucket_shares": [float("nan")] * buckets, "total": total}
+    k = max(1, math.ceil(top * n))
+    edges = [round(b * n / buckets) for b in range(buckets + 1)]
+    shares = [sum(vals[edges[b]:edges[b + 1]]) / total for b in range(buckets)]
+    return {"top_share": sum(vals[:k]) / total, "bucket_shares": shares, "total": total}
+
+
+@torch.no_grad()
+def token_scores(generator, teacher, tok, rolls, rewards, phrases=Phrases(), *, support="full",
+                 topk=64, micro=8) -> list[dict]:
+    """Per-token KL(generator ‖ reviser) and token KL reward for each rollout, in Phase 2's layout.
+
+    The numbers come from Phase 2's own code (distill.distill_batch without a backward), so what is
+    analysed is exactly what Phase 2 trains on. Returns one {"kl": [|y|], "reward_tok": [|y|]} per rollout.
+    """
+    eos = eos_ids(generator, tok)
+    xs, ys = [r.prompt_ids for r in rolls], [r.completion_ids for r in rolls]
+    ss = [phrase_ids(tok, phrases.pick(rw)) for rw in rewards]
+    o = distill.distill_batch(generator, teacher, xs, distill.teacher_contexts(xs, ys, ss, eos), ys,
+                              tok.pad_token_id, weights=torch.zeros(sum(map(len, ys))), micro_batch=micro,
+                              k=topk, support=support, backward=False)
+    kl, rew = o["per_token_kl"].tolist(), (o["student_target_logp"] - o["teacher_target_logp"]).tolist()
+    out, pos = [], 0
+    for y in ys:
+        out.append({"kl": kl[pos:pos + len(y)], "reward_tok": rew[pos:pos + len(y)]})
+        pos += len(y)
+    return out
+
+
+def selfloc_summary(scores: list[dict], rewards: list[float], buckets: int = 20) -> dict:
+    """Per group (wrong / right): KL per token, KL per response, mean top-10 % share, bucket shares."""
+    res = {}
+    for name, want in (("wrong", 0), ("right", 1)):
+        idx = [i for i, r in enumerate(rewards) if (r >= 0.5) == bool(want) and scores[i]["kl"]]
+        conc = [kl_concentration(scores[i]["kl"], buckets) for i in idx]
+        conc = [c for c in conc if c["total"] > 0]
+        toks = sum(len(scores[i]["kl"]) for i in idx)
+        res[name] = {
+            "responses": len(idx),
+            "kl_per_token": sum(sum(scores[i]["kl"]) for i in idx) / max(toks, 1),
+            "kl_per_response": sum(sum(scores[i]["kl"]) for i in idx) / max(len(idx), 1),
+            "top10_share": sum(c["top_share"] for c in conc) / len(conc) if conc else float("nan"),
+            "bucket_shares": [sum(c["bucket_shares"][b] for c in conc) / len(conc) if conc else float("nan")
+                              for b in range(buckets)],
+        }
+    return res
+
 
 
 # --------------------------------------------------------------------------------------------
@@ -425,6 +497,114 @@ def render(report: dict, k: int) -> str:
             w, r = s["wrong"], s["right"]
             lines.append(f"| {n} | {w['responses']} | {w['kl_per_token']:.4f} | {fmt_pct(w['top10_share'])} | "
                          f"{r['responses']} | {r['kl_per_token']:.4f} | {fmt_pct(r['top10_share'])} |")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------
+# The held-out table a training run ends with (train.py): every model evaluated the same way
+# --------------------------------------------------------------------------------------------
+# Paper Table 1's row per model in miniature, with the revision columns of Table 9: train.py adds the
+# base, the SRT model (end of Phase 1) and the SD-Zero model (end of Phase 2), or a baseline, each
+# with the generations it used (App. C.2); the table goes to table.md, the figures to eval.json.
+class Table:
+    """The held-out table: one evaluation per model (cached in eval.json), then table.md.
+
+    Besides each model's own figures, every model revises one shared pool of fixed initial answers
+    (evaluate.shared_pool_revision): the first model added (the base, or the start model of
+    --phase distill) defines it from the answers its evaluation already sampled, and it is stored
+    as revision_pool.jsonl, so a resumed run probes the later models on the same pool.
+    """
+
+    def __init__(self, args, run: Run, tok, items, gen: dict):
+        self.args, self.run, self.tok, self.items, self.gen = args, run, tok, items, gen
+        self.rows, self.budgets = [], {}
+        # eval.json: model name -> its figures. A resumed run does not redo a finished evaluation.
+        self.eval_path = run.path("eval.json")
+        self.evals = json.load(open(self.eval_path)) if args.resume and os.path.exists(self.eval_path) else {}
+        self.pool_path = run.path("revision_pool.jsonl")
+        # Only a resumed run trusts a pool already on disk; a fresh run rebuilds it from its base.
+        self.pool = load_pool(self.pool_path) if args.resume and os.path.exists(self.pool_path) else None
+
+    def add(self, name: str, model, generations: int, note: str = "") -> None:
+        """Evaluate ``model`` as row ``name``; ``generations`` it used (App. C.2), ``note`` says where."""
+        a = self.args
+        self.budgets[name] = f"{generations} {note}".strip()
+        if a.no_eval or not self.items or not self.run.main:   # under torchrun rank 0 evaluates
+            return
+        phrases = Phrases(a.p_correct, a.p_wrong)
+
+        def compute():
+            seed_all(a.seed + 7)                  # every model sees the same sampling seed
+            ev, rolls, rewards = evaluate_model(model, self.tok, self.items, task=a.task, k=a.eval_k,
+                                                phrases=phrases, gen=self.gen, progress=not a.quiet,
+                                                return_rolls=True)
+            if self.pool is None and not self.rows:   # the first model's answers become the pool
+                self.pool = revision_pool(self.items, rolls, rewards)
+                save_pool(self.pool_path, self.pool)
+            if self.pool is not None:             # (a run resumed from before pools existed has none)
+                ev["pool"] = self.pool_probe(model, phrases)
+            ev["generations_used"] = generations                      # report.py's x axis
+            return ev
+        ev = self.cached_eval(name, compute)
+        self.rows.append((name, ev))
+        pool = ev.get("pool", {})
+        self.run.say(f"[eval] {name}: avg@{a.eval_k} {fmt_pct(ev[f'avg@{a.eval_k}'])}%  "
+                     f"correction {fmt_pct(ev['revision']['correction_rate'])}%  "
+                     f"pool correction {fmt_pct(pool.get('correction_rate'))}% "
+                     f"break {fmt_pct(pool.get('break_rate'))}%  "
+                     f"mean tokens {ev['mean_tokens']:.1f}")
+
+    def cached_eval(self, name: str, compute) -> dict:
+        """eval.json[name], computed once (NaN, e.g. a rate with no wrong answers, stored as null)."""
+        if name not in self.evals:
+            self.evals[name] = json_safe(compute())
+            json.dump(self.evals, open(self.eval_path, "w"), indent=1, allow_nan=False)
+        return self.evals[name]
+
+    def pool_probe(self, model, phrases) -> dict:
+        """The shared-pool revision probe under its own seed, leaving the RNG exactly as it was.
+
+        The existing evaluation is seeded before it runs (seed + 7), so the probe cannot change it;
+        but what runs *after* the table (a baseline's first rollouts, for one) continues from the
+        RNG state the evaluation left. Saving and restoring that state keeps every other number of
+        a run identical to a run without the probe.
+        """
+        a, state = self.args, rng_state()
+        seed_all(a.seed + 13)
+        try:
+            return shared_pool_revision(model, self.tok, self.items, self.pool, task=a.task,
+                                        phrases=phrases, gen=self.gen, progress=not a.quiet)
+        finally:
+            set_rng_state(state)
+
+    def write(self) -> None:
+        if not self.rows:
+            return
+        a = self.args
+        note = (f"{len(self.items)} held-out questions, avg@{a.eval_k} at T={a.temperature}, at most "
+                f"{a.max_new_tokens} new tokens (the paper: avg@8, 32K tokens; "
+                "`python evaluate.py --paper-protocol` measures that)")
+        md = results_table(self.rows, self.budgets)
+        with open(self.run.path("table.md"), "w") as f:
+            f.write(note + "\n\n" + md + "\n")
+        self.run.say("\nHeld-out results (" + note + "):\n" + md)
+
+
+def results_table(rows: list[tuple[str, dict]], budgets: dict) -> str:
+    """train.py's held-out table: one row per model, with the generations each one used."""
+    k = rows[0][1]["k"]
+    bands = sorted({b for _, ev in rows for b in ev.get("bands", {})})   # banded data: one column each
+    lines = [f"| model | avg@{k} | " + "".join(f"{b} | " for b in bands) + f"pass@{k} | correction rate | "
+             "revised acc | pool correction | pool break | mean tokens | truncated | generations used |",
+             "|" + "---|" * (10 + len(bands))]
+    for name, ev in rows:
+        rv, pl = ev.get("revision", {}), ev.get("pool", {})
+        per_band = "".join(f"{fmt_pct(ev.get('bands', {}).get(b, {}).get('avg'))} | " for b in bands)
+        lines.append(f"| {name} | {fmt_pct(ev[f'avg@{k}'])} | {per_band}{fmt_pct(ev[f'pass@{k}'])} | "
+                     f"{fmt_pct(rv.get('correction_rate'))} | {fmt_pct(rv.get('revised_acc'))} | "
+                     f"{fmt_pct(pl.get('correction_rate'))} | {fmt_pct(pl.get('break_rate'))} | "
+                     f"{ev['mean_tokens']:.1f} | {fmt_pct(ev['truncated_share'])} | "
+                     f"{budgets.get(name, '-')} |")
     return "\n".join(lines)
 
 

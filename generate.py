@@ -9,14 +9,12 @@ SD-Zero (arXiv 2604.12002) uses one set of weights in two roles. This file is th
                          sampled** (Y), never a re-tokenisation of decoded text, plus finished/truncated.
                          ``engine="continuous"``: the same through transformers' continuous
                          batching (``generate_batch``), for rollouts with nothing else in memory.
-* ``train_precision``, ``fit_check`` — a training run's dtype and checkpointing (``--gpu-path``: the
-                         CUDA path on CPU), and gpu_memory.py's fit check before anything is loaded.
 
 Why ids and not text: Phase 2 scores the *same tokens* the student sampled under the teacher's
 context (paper eq. 4). Decoding and re-encoding can merge or split tokens at the boundary, which
 silently misaligns the teacher with the student (e.g. "\n\n" merges with the token before it in
 Qwen's BPE). Every sequence built downstream
-(revise.py) is therefore an id concatenation.
+(revise.py, distill.py) is therefore an id concatenation.
 
 Why the completion mask comes from the EOS position and not from ``ids != pad``: many chat models use
 the same id for pad and end-of-turn, so a pad-based mask deletes the EOS token from the loss and the
@@ -30,11 +28,11 @@ from dataclasses import dataclass
 
 import torch
 from tqdm.auto import tqdm
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 from transformers.utils import logging as hf_logging
 
-import distributed
-import gpu_memory
+import reward
+from machinery.lm_head import pad
 
 # The paper's math instruction (the official code's wording). One prompt format is used for
 # collection, SRT, Phase 2 and evaluation (the released code mixed three formats across stages).
@@ -157,48 +155,6 @@ def load_model(name_or_path: str, *, device: str | None = None, dtype: torch.dty
     return model, tokenizer
 
 
-def train_precision(gpu_path: bool, no_grad_ckpt: bool) -> tuple[torch.dtype | None, bool]:
-    """(weight dtype, gradient checkpointing) of a training run: what CUDA gets, and with
-    ``gpu_path`` the same on CPU — bf16 student and teacher, checkpointing, plumbing.AdamW's
-    stochastic rounding — so a CPU test runs every line a GPU run runs. None = load_model's
-    default (fp32 on CPU: the toy run's path, unchanged).
-
-    On CUDA it also asks the caching allocator for expandable segments, before its first allocation
-    (the variable is read then): phases of very different shapes (32K-token teacher forwards, 16K-step
-    KV caches, the 32 GB of moments) then grow and shrink segments instead of fragmenting fixed
-    blocks; a value the user set is kept.
-    """
-    if torch.cuda.is_available():
-        os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
-    real = torch.cuda.is_available() or gpu_path
-    return (torch.bfloat16 if gpu_path else None), real and not no_grad_ckpt
-
-
-def fit_check(args, name_or_path: str, card_bytes: int | None = None) -> None:
-    """Before any weight is loaded: does this run's peak (gpu_memory.phase_peaks) fit the card?
-
-    Runs on CUDA only (or when a test passes ``card_bytes``); reads just config.json. An
-    unreadable config is left to load_model, which says why in one line.
-    """
-    if card_bytes is None:
-        if not torch.cuda.is_available() or distributed.active():   # sharded runs divide it by N
-            return
-        card_bytes = torch.cuda.get_device_properties(0).total_memory
-    try:
-        config = AutoConfig.from_pretrained(MODEL_ALIASES.get(name_or_path, name_or_path))
-    except (OSError, ValueError):
-        return
-    peaks = gpu_memory.phase_peaks(config, bf16=True, max_new_tokens=args.max_new_tokens,
-                                   prompt_tokens=PROMPT_TOKENS, gen_batch=args.gen_batch,
-                                   micro_batch=args.micro_batch, max_teacher_tokens=args.max_teacher_tokens)
-    gpu_memory.check_fits(peaks, card_bytes)
-
-
-# The prompt length the fit check plans with (an assumption, not measured: a chat-templated math
-# question is a few hundred tokens; 256 is small beside 16K new tokens, so the error is too).
-PROMPT_TOKENS = 256
-
-
 def eos_ids(model, tokenizer) -> list[int]:
     """Every id that ends the assistant turn: the tokenizer's EOS plus the generation config's.
 
@@ -277,23 +233,6 @@ def inference_mode(model):
             model.train()
 
 
-def pad(seqs: list[list[int]], pad_id: int, side: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Id lists -> (ids, attention mask) [B, width], padded on the ``side`` given.
-
-    "left" for generation: every prompt ends at the last column, where generation continues.
-    "right" for scoring forwards: real tokens keep positions 0..L−1, so target columns are plain
-    offsets, and causal attention never lets a real token see the padding after it.
-    """
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        cols = slice(width - len(s), width) if side == "left" else slice(0, len(s))
-        ids[i, cols] = torch.tensor(s, dtype=torch.long)
-        mask[i, cols] = 1
-    return ids, mask
-
-
 def sampling(temperature: float, top_p: float, max_new_tokens: int, batch_size: int) -> dict:
     """The sampling arguments of ``rollout``, built in one place (training, baselines, evaluation).
 
@@ -303,7 +242,7 @@ def sampling(temperature: float, top_p: float, max_new_tokens: int, batch_size: 
             "batch_size": batch_size}
 
 
-def training_sampling(args, on_policy: bool = False) -> dict:
+def training_sampling(args, on_policy: bool = False, synced_gpus: bool = False) -> dict:
     """The sampling of every training rollout, from train.py's knobs (paper: T = 0.7, top-p 1.0,
     16K new tokens): Phase 1, Phase 2, the baselines and the held-out table all use it.
 
@@ -311,21 +250,11 @@ def training_sampling(args, on_policy: bool = False) -> dict:
     SDFT — always use the plain engine; --rollout-engine applies where nothing else is loaded.
     """
     engine = "plain" if on_policy else getattr(args, "rollout_engine", "plain")
-    return sampling(args.temperature, args.top_p, args.max_new_tokens, args.gen_batch) | {"engine": engine}
+    extra = {"synced_gpus": True} if synced_gpus else {}        # see rollout
+    return sampling(args.temperature, args.top_p, args.max_new_tokens, args.gen_batch) | {"engine": engine} | extra
 
 
-ENGINES = ("plain", "continuous")
-
-
-def add_arguments(p) -> None:
-    """train.py's flags about how models are loaded and sampled (this file's concern)."""
-    p.add_argument("--no-grad-ckpt", action="store_true", help="disable gradient checkpointing (on for CUDA)")
-    p.add_argument("--gpu-path", action="store_true", help="on CPU: a CUDA run's path (bf16, grad ckpt; tests)")
-    p.add_argument("--rollout-engine", choices=ENGINES, default="plain",
-                   help="Phase-1 collection and the held-out table: plain = static batches of --gen-batch "
-                        "through HF generate; continuous = transformers' continuous batching "
-                        "(model.generate_batch), same ids, EOS and truncation. Phase 2 always plain. The "
-                        "default stays plain until `python -m bench gpu` shows continuous is faster")
+ENGINES = ("plain", "continuous")   # --rollout-engine (config.py)
 
 
 def cut_at_eos(new_ids: list[int], eos: set[int]) -> tuple[list[int], bool]:
@@ -343,13 +272,16 @@ def cut_at_eos(new_ids: list[int], eos: set[int]) -> tuple[list[int], bool]:
 def rollout(model, tokenizer, prompts: list[list[int]], *, n: int = 1, temperature: float = 0.7,
             top_p: float = 1.0, top_k: int = 0, max_new_tokens: int = 1024, batch_size: int = 32,
             greedy: bool = False, seed: int | None = None, progress: bool = False,
-            desc: str = "rollouts", engine: str = "plain") -> list[Rollout]:
+            desc: str = "rollouts", engine: str = "plain", synced_gpus: bool = False) -> list[Rollout]:
     """Sample ``n`` completions for each prompt (prompts given as id lists: X, or X + Y' + S(P_r)).
 
     Every sampling setting is passed explicitly: otherwise transformers' global ``top_k=50`` and a
     checkpoint's generation_config.json (Qwen ships top_k=20, top_p=0.8) would quietly change the
     distribution we call "on-policy".
     Returns rollouts grouped by prompt: prompt 0's n samples first, then prompt 1's, and so on.
+    ``synced_gpus``: under torchrun with an FSDP2 model every forward is a collective, so a rank whose
+    samples all ended keeps stepping until every rank's have (HF's synced_gpus, as for ZeRO-3);
+    train.py sets it for on-policy rollouts of a sharded model.
     """
     if seed is not None:
         torch.manual_seed(seed)
@@ -360,9 +292,7 @@ def rollout(model, tokenizer, prompts: list[list[int]], *, n: int = 1, temperatu
     sample_kwargs = ({"do_sample": False} if greedy or temperature == 0 else
                      {"do_sample": True, "temperature": float(temperature), "top_p": float(top_p),
                       "top_k": int(top_k)})
-    if distributed.active() and distributed.sharded(model):
-        # distributed: an FSDP2 model's every forward is a collective, so a rank whose samples all
-        # ended keeps stepping until every rank's have (HF's synced_gpus, as for ZeRO-3).
+    if synced_gpus:
         sample_kwargs["synced_gpus"] = True
     if greedy or temperature == 0:
         # Neutral values so a checkpoint's sampling defaults do not trigger "unused flag" warnings.
@@ -400,7 +330,7 @@ def _rollout_continuous(model, tokenizer, jobs, sample_kwargs, max_new_tokens, e
     as sampled and are cut at the first EOS exactly as the plain path cuts them."""
     cfg = GenerationConfig(max_new_tokens=max_new_tokens, eos_token_id=sorted(eos), pad_token_id=pad_id,
                            **{k: v for k, v in sample_kwargs.items() if k != "synced_gpus"})
-    if distributed.active() and distributed.sharded(model):
+    if "synced_gpus" in sample_kwargs:
         raise ValueError("--rollout-engine continuous runs on one unsharded model (use plain under torchrun)")
     with inference_mode(model):
         res = model.generate_batch([list(p) for _, p in jobs], generation_config=cfg,
@@ -413,6 +343,20 @@ def _rollout_continuous(model, tokenizer, jobs, sample_kwargs, max_new_tokens, e
         comp, finished = cut_at_eos(list(o.generated_tokens)[:max_new_tokens], eos)
         rolls.append(Rollout(i, list(p), comp, tokenizer.decode(comp, skip_special_tokens=True), finished))
     return rolls
+
+
+def sample_and_grade(model, tok, items: list[dict], *, task: str = "math", n: int = 1,
+                     phrases=(reward.P_CORRECT, reward.P_WRONG), gen: dict | None = None,
+                     progress: bool = False, desc: str = "rollouts"):
+    """x -> n rollouts y ~ π(·|x) -> r(y, a): the generator and the verifier, written once for
+    Phase 1, Phase 2, the baselines and evaluation. ``phrases``: the control phrases P_r, after the
+    last of which reward.py grades.
+
+    Returns (rollouts, rewards), grouped by question (question 0's n samples first).
+    """
+    xs = [prompt_ids(tok, it["question"], task) for it in items]
+    rolls = rollout(model, tok, xs, n=n, progress=progress, desc=desc, **(gen or {}))
+    return rolls, reward.grade(task, [r.text for r in rolls], [items[r.index] for r in rolls], phrases)
 
 
 def rollout_metrics(rolls: list[Rollout], rewards: list[float]) -> dict:

@@ -1,26 +1,28 @@
-"""revise.py — the reviser: control phrases P_r, id layouts, and Phase 1 self-revision collection.
+"""revise.py — Phase 1 of SD-Zero: Self-Revision Training (SRT), paper §2.1, eq. 1–3, App. C.1.
 
-SD-Zero (arXiv 2604.12002) §2.1–2.2. The same weights act as a *reviser* when the assistant turn
-already holds an answer followed by a reward-dependent control phrase P_r:
+The same weights act as a *reviser* when the assistant turn already holds an answer followed by a
+reward-dependent control phrase P_r (the strings live in reward.py, which grades after them):
 
     r = 1  ->  "Let me rephrase the above solution."
     r = 0  ->  "Wait, this response is not correct, let me start over."
 
 The binary reward enters **only** through which phrase is appended — no gold answer, no error
-message (paper §2.1). Notation for the token layouts:
+message (paper §2.1). Notation for the token layouts, used by both phases:
 
     X      chat-templated prompt ending in the assistant-start marker   (generate.prompt_ids)
     Y      sampled completion ids, as generated (incl. EOS when finished)
     Y'     Y without its trailing EOS
     S(P)   ids of "\\n\\n" + P + "\\n\\n"
 
-    reviser prompt (Phase 1)   X + Y_init' + S(P_r)                 -> sample Y_rev
+    reviser prompt             X + Y_init' + S(P_r)                 -> sample Y_rev
     SRT example (eq. 1–3)      X + Y_init' + S(P_r) + Y_rev
         revision mask   = Y_rev (incl. EOS)               L_rev = −log π(Y_rev | X, Y_init, P_r)   (eq. 1)
         generation mask = everything after X              L_gen = −log π([Y_init, P_r, Y_rev] | X) (eq. 2)
-    teacher sequence (Phase 2) X + Y' + S(P_r) + Y
-        the positions predicting the *second* copy of Y are aligned one-to-one with the student's
-        positions predicting Y after X (eq. 4).
+
+Read top to bottom: P_r and the reviser prompt; collecting D_revision (y_init → r → P_r → n
+revisions → keep the verified ones, cleaned); the SRT example and its loss L_SRT = L_rev + L_gen.
+train.py's ``phase1`` runs them in that order; distill.py (Phase 2) builds its teacher from the same
+reviser prompt.
 
 Everything is built by **id concatenation**: decoding Y and re-encoding it could change the tokens,
 and then the teacher would be scoring a sequence the student never sampled.
@@ -29,24 +31,26 @@ from __future__ import annotations
 
 import random
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 
-import distill
-import distributed
-import reward
-from generate import Rollout, end_of_turn_id, eos_ids, pad, prompt_ids, rollout
-from reward import P_CORRECT, P_WRONG, P_WRONG_OFFICIAL  # noqa: F401  (P_WRONG_OFFICIAL: for --p-wrong)
+from generate import Rollout, end_of_turn_id, eos_ids, rollout, sample_and_grade
+from reward import grade
+from machinery.lm_head import chunked_head_backward, final_hidden, pad, score_positions
+from reward import P_CORRECT, P_WRONG
 
 # P_r's strings are reward.py's (the binary reward as text); SEP frames them in every layout.
 SEP = "\n\n"
 
 
-@dataclass(frozen=True)
-class Phrases:
-    """The two control phrases. Phase 1 and Phase 2 must use the same pair (the SRT model was
-    trained on exactly these strings)."""
+# --------------------------------------------------------------------------------------------
+# P_r and the reviser prompt
+# --------------------------------------------------------------------------------------------
+class Phrases(NamedTuple):
+    """The two control phrases P_r. Phase 1 and Phase 2 must use the same pair (the SRT model was
+    trained on exactly these strings). A tuple, so that it is also the ``control_phrases`` the
+    verifier cuts a transcript at (reward.py grades only what follows the last one)."""
     correct: str = P_CORRECT
     wrong: str = P_WRONG
 
@@ -65,128 +69,9 @@ def strip_eos(y: list[int], eos: set[int] | list[int]) -> list[int]:
     return y[:-1] if y and y[-1] in set(eos) else list(y)
 
 
-# --------------------------------------------------------------------------------------------
-# Id layouts
-# --------------------------------------------------------------------------------------------
 def reviser_prompt(x: list[int], y: list[int], s: list[int], eos) -> list[int]:
-    """X + Y' + S(P_r): what the reviser continues from."""
+    """X + Y' + S(P_r): what the reviser continues from (Phase 1) and the teacher's context (Phase 2)."""
     return list(x) + strip_eos(y, eos) + list(s)
-
-
-def srt_example(x, y_init, s, y_rev, eos) -> dict:
-    """One SRT training sequence and its two target masks (paper eq. 1 and eq. 2).
-
-    ``rev_mask[i] = 1`` / ``gen_mask[i] = 1`` mark token i as a *target* (predicted from position
-    i − 1). Both masks live on the same ids, so L_rev and L_gen need a single forward pass.
-    """
-    head = reviser_prompt(x, y_init, s, eos)
-    ids = head + list(y_rev)
-    rev = [0] * len(head) + [1] * len(y_rev)
-    gen = [0] * len(x) + [1] * (len(ids) - len(x))
-    return {"input_ids": ids, "rev_mask": rev, "gen_mask": gen}
-
-
-def teacher_sequence(x, y, s, eos) -> tuple[list[int], int]:
-    """X + Y' + S(P_r) + Y, and the index where the second copy of Y starts."""
-    head = reviser_prompt(x, y, s, eos)
-    return head + list(y), len(head)
-
-
-def score_positions(starts: list[int], lengths: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Flat (row, col) pairs of the positions whose next-token distribution predicts a target.
-
-    Row b has ``lengths[b]`` targets starting at token index ``starts[b]``; the logits that predict
-    token j sit at column j − 1. A flat list (instead of a padded [B, T] mask) means padding can
-    never leak into a loss: there is simply no entry for it.
-    """
-    rows = [b for b, n in enumerate(lengths) for _ in range(n)]
-    cols = [s - 1 + t for s, n in zip(starts, lengths) for t in range(n)]
-    return torch.tensor(rows, dtype=torch.long), torch.tensor(cols, dtype=torch.long)
-
-
-def scored_batch(contexts: list[list[int]], ys: list[list[int]], pad_id: int) -> dict:
-    """Right-padded ``context + Y`` rows and the flat (row, col) positions that predict each Y token."""
-    ids, mask = pad([list(c) + list(y) for c, y in zip(contexts, ys)], pad_id, "right")
-    rows, cols = score_positions([len(c) for c in contexts], [len(y) for y in ys])
-    targets = torch.tensor([t for y in ys for t in y], dtype=torch.long)
-    return {"ids": ids, "mask": mask, "rows": rows, "cols": cols, "targets": targets}
-
-
-def phase2_batch(xs, ys, ss, eos, pad_id) -> dict:
-    """Student and teacher inputs for Phase 2, aligned token for token.
-
-    student: X + Y, targets Y;   teacher: X + Y' + S(P_r) + Y, targets the second Y.
-    Both lists of (row, col) enumerate the same N targets in the same order, so entry i of the
-    teacher's top-k belongs to entry i of the student's logits.
-    """
-    return {"student": scored_batch(xs, ys, pad_id),
-            "teacher": scored_batch([reviser_prompt(x, y, sp, eos) for x, y, sp in zip(xs, ys, ss)],
-                                    ys, pad_id)}
-
-
-def distill_on_policy(student, teacher, student_contexts, teacher_contexts, ys, pad_id, *,
-                      micro_batch: int, norm: str = "token_mean", k: int = 64, kind: str = "reverse",
-                      mix: float = 0.5, support: str = "topk", temperature: float = 1.0) -> dict:
-    """Eq. 4 over a batch of on-policy responses Y, micro-batch by micro-batch (gradients accumulate).
-
-    The student scores Y after its own context, the teacher scores the same Y after its context:
-    X + Y' + S(P_r) for SD-Zero's reviser, X + demonstration for SDFT. Token weights are computed
-    once over the whole batch, so the micro-batch gradients add up to the full-batch gradient.
-    Returns the summed loss and the mean per-token KL.
-    """
-    seq_of_token = torch.tensor([b for b, y in enumerate(ys) for _ in y], dtype=torch.long)
-    weights = distill.token_weights(seq_of_token, len(ys), norm)
-    if distributed.active():             # distributed: this rank's share of the GLOBAL batch's weights
-        weights = distributed.global_weights(weights, len(seq_of_token), len(ys), norm)
-    loss_sum, kls, offset = 0.0, [], 0
-    for s in range(0, len(ys), micro_batch):
-        sl = slice(s, s + micro_batch)
-        if sum(len(y) for y in ys[sl]) == 0 and not distributed.active():   # (sharded: all ranks run)
-            continue
-        st = scored_batch(student_contexts[sl], ys[sl], pad_id)
-        te = scored_batch(teacher_contexts[sl], ys[sl], pad_id)
-        n = len(st["targets"])
-        out = distill.distill_pair(student, teacher, st, te, weights=weights[offset:offset + n],
-                                   k=k, kind=kind, mix=mix, support=support, temperature=temperature)
-        offset += n
-        loss_sum += float(out["loss"])
-        kls.append(out["per_token_kl"].float().cpu())
-    kl = torch.cat(kls) if kls else torch.zeros(0)
-    return {"loss": loss_sum, "kl_per_token": float(kl.mean()) if len(kl) else 0.0}
-
-
-def fit_teacher_budget(x_len: int, y: list[int], s_len: int, max_teacher_tokens: int) -> list[int]:
-    """The teacher reads |X| + 2|Y| + |S| tokens. When that exceeds the cap, truncate Y (for the
-    student too) to ⌊(cap − |X| − |S|)/2⌋ tokens, as the official code does."""
-    room = (max_teacher_tokens - x_len - s_len) // 2
-    return list(y) if len(y) <= room else list(y[:max(room, 0)])
-
-
-# --------------------------------------------------------------------------------------------
-# Grading (reward.py) — only the text after the last P_r counts when a revision is present
-# --------------------------------------------------------------------------------------------
-def grade(task: str, texts: list[str], items: list[dict], phrases: Phrases = Phrases()) -> list[float]:
-    """Binary rewards r(y, a) for many responses; items carry "answer" (math) or "tests" (code)."""
-    if not texts:
-        return []
-    if task == "math":
-        return reward.math_reward_batch(texts, [it["answer"] for it in items],
-                                        control_phrases=(phrases.correct, phrases.wrong))
-    if task == "code":
-        return reward.code_reward_batch(texts, [it["tests"] for it in items],
-                                        control_phrases=(phrases.correct, phrases.wrong))
-    raise ValueError(f"unknown task {task!r}")
-
-
-def sample_and_grade(model, tok, items, *, task="math", n=1, phrases=Phrases(), gen=None,
-                     progress=False, desc="rollouts"):
-    """x -> n rollouts y ~ π(·|x) -> r(y, a): the generator and the verifier, written once.
-
-    Returns (rollouts, rewards), grouped by question (question 0's n samples first).
-    """
-    xs = [prompt_ids(tok, it["question"], task) for it in items]
-    rolls = rollout(model, tok, xs, n=n, progress=progress, desc=desc, **(gen or {}))
-    return rolls, grade(task, [r.text for r in rolls], [items[r.index] for r in rolls], phrases)
 
 
 # --------------------------------------------------------------------------------------------
@@ -226,22 +111,15 @@ def clean_revision(rev: Rollout, tokenizer) -> list[int]:
 def collect_revisions(model, tokenizer, items: list[dict], *, task: str = "math",
                       phrases: Phrases = Phrases(), n_init: int = 1, n_rev: int = 3,
                       revise_correct: bool = True, gen: dict | None = None,
-                      max_traces: int = 0, seed: int = 0,
                       progress: bool = False) -> tuple[list[dict], dict]:
     """Phase 1 data: y_init ~ π(·|x) → r → P_r → n_rev revisions ~ π(·|x, y_init, P_r) → keep the
     verified-correct ones (paper §2.1 steps 1–5). The reviser sees x, y_init and P_r — never the gold.
 
-    ``max_traces`` > 0 caps D_revision as the paper does (App. C.1: 6K traces kept). The paper does
-    not say how the 6K were chosen, so a uniformly random subset (from ``seed``) is kept, in order.
-
     ``items``: dicts with "question" and "answer"/"tests". Returns (rows, stats); each row holds
-    ids (for SRT) and texts (for reading), and is JSON-serialisable.
-
-    Under torchrun each rank collects on its share of ``items`` with its unsharded model (no
-    communication while generating), and every rank returns the union: rows in rank order, counts
-    summed, the cap applied once to all of them, as one process would.
+    ids (for SRT) and texts (for reading), and is JSON-serialisable. The cap of D_revision
+    (``cap_traces``) is applied by the caller, once, to everything collected: under torchrun each
+    rank collects on its own share of the questions, and train.py joins the shares first.
     """
-    items = distributed.split(items, None)   # distributed: this rank's share (any split will do)
     gen = dict(gen or {})
     eos = eos_ids(model, tokenizer)
     inits, r_init = sample_and_grade(model, tokenizer, items, task=task, n=n_init, phrases=phrases,
@@ -290,46 +168,57 @@ def collect_revisions(model, tokenizer, items: list[dict], *, task: str = "math"
              "dropped_truncated": truncated, "verified_unique": len(rows), "kept": len(rows),
              "generations": len(inits) + len(revs),
              "generated_tokens": sum(r.num_tokens for r in inits) + sum(r.num_tokens for r in revs)}
-    rows, stats = distributed.gather_examples(rows, stats)   # distributed: every rank's rows, summed counts
-    if max_traces and len(rows) > max_traces:
-        rows = cap_traces(rows, max_traces, seed)
-        stats["kept_from_correct_init"] = sum(r["reward_init"] >= 0.5 for r in rows)
-        stats["kept_from_wrong_init"] = len(rows) - stats["kept_from_correct_init"]
-        stats["kept"] = len(rows)
     return rows, stats
 
 
-def cap_traces(rows: list[dict], max_traces: int, seed: int) -> list[dict]:
-    """At most ``max_traces`` rows, a uniformly random subset from ``seed``, kept in order; 0 = all."""
+def cap_traces(rows: list[dict], stats: dict, max_traces: int, seed: int) -> tuple[list[dict], dict]:
+    """D_revision capped as the paper does (App. C.1: 6K traces kept); 0 = all.
+
+    The paper does not say how the 6K were chosen, so a uniformly random subset (from ``seed``) is
+    kept, in order; the kept counts in ``stats`` are updated to match.
+    """
     if not max_traces or len(rows) <= max_traces:
-        return rows
+        return rows, stats
     keep = sorted(random.Random(seed).sample(range(len(rows)), max_traces))
-    return [rows[i] for i in keep]
+    rows = [rows[i] for i in keep]
+    n_correct = sum(r["reward_init"] >= 0.5 for r in rows)
+    return rows, {**stats, "kept_from_correct_init": n_correct, "kept_from_wrong_init": len(rows) - n_correct,
+                  "kept": len(rows)}
 
 
 # --------------------------------------------------------------------------------------------
-# SRT loss (eq. 1–3): one forward pass, two weightings of the same token cross-entropies
+# The SRT example and its loss (eq. 1–3): one forward pass, two weightings of the same tokens
 # --------------------------------------------------------------------------------------------
-def ce_loss_fn(targets: torch.Tensor, weights: torch.Tensor):
-    """Weighted token cross-entropy on one chunk of logits (fp32 inside the loss)."""
-    def fn(logits, sl):
-        logp = torch.log_softmax(logits.float(), dim=-1)
-        nll = -logp.gather(-1, targets[sl].unsqueeze(-1).to(logits.device)).squeeze(-1)
-        return (nll * weights[sl].to(logits.device)).sum()
-    return fn
+def srt_example(x, y_init, s, y_rev, eos) -> dict:
+    """One SRT training sequence and its two target masks (paper eq. 1 and eq. 2).
+
+    ``rev_mask[i] = 1`` / ``gen_mask[i] = 1`` mark token i as a *target* (predicted from position
+    i − 1). Both masks live on the same ids, so L_rev and L_gen need a single forward pass.
+    """
+    head = reviser_prompt(x, y_init, s, eos)
+    ids = head + list(y_rev)
+    rev = [0] * len(head) + [1] * len(y_rev)
+    gen = [0] * len(x) + [1] * (len(ids) - len(x))
+    return {"input_ids": ids, "rev_mask": rev, "gen_mask": gen}
 
 
-def srt_token_weights(examples: list[dict], mode: str) -> list[list[float]]:
+def srt_token_counts(examples: list[dict]) -> list[int]:
+    """[revision targets, generation targets] of a batch: the denominators of L_rev's and L_gen's
+    token means. Under torchrun train.py sums them over ranks, so each rank's share of a batch is
+    weighted by the whole batch's counts."""
+    return [sum(sum(e["rev_mask"]) for e in examples), sum(sum(e["gen_mask"]) for e in examples)]
+
+
+def srt_token_weights(examples: list[dict], mode: str, counts: list[int] | None = None) -> list[list[float]]:
     """Per-target weights that make one forward pass compute L_rev + L_gen (eq. 3).
 
     Both losses predict the same tokens of the same sequence from the same context, so
-    L_rev + L_gen = Σ_i (rev_i / N_rev + gen_i / N_gen) · nll_i  with token means over the batch.
-    mode "rev" / "gen" gives one term alone (the official code's sequential stages).
+    L_rev + L_gen = Σ_i (rev_i / N_rev + gen_i / N_gen) · nll_i  with token means over the batch
+    (``counts`` = [N_rev, N_gen], by default this batch's own; docs/differences.md says why token
+    means, where eq. 3 writes sequence sums). mode "rev" / "gen" gives one term alone: Table 11's
+    ablations and the official code's two sequential stages.
     """
-    n_rev = sum(sum(e["rev_mask"]) for e in examples)
-    n_gen = sum(sum(e["gen_mask"]) for e in examples)
-    if distributed.active():             # distributed: token means over the GLOBAL batch
-        n_rev, n_gen = distributed.all_sum([n_rev, n_gen])
+    n_rev, n_gen = counts or srt_token_counts(examples)
     out = []
     for e in examples:
         w = []
@@ -344,27 +233,36 @@ def srt_token_weights(examples: list[dict], mode: str) -> list[list[float]]:
     return out
 
 
-def srt_backward(model, examples: list[dict], mode: str, pad_id: int, micro: int) -> float:
-    """Forward + backward of L_SRT (or one of its terms) on a batch, in micro-batches.
+def ce_loss_fn(targets: torch.Tensor, weights: torch.Tensor):
+    """Weighted token cross-entropy on one chunk of logits: [n, V] fp32 logits -> scalar."""
+    def fn(logits, sl):
+        logp = torch.log_softmax(logits.float(), dim=-1)
+        nll = -logp.gather(-1, targets[sl].unsqueeze(-1).to(logits.device)).squeeze(-1)
+        return (nll * weights[sl].to(logits.device)).sum()
+    return fn
 
-    The weights are global over the whole batch, so summing the micro-batch gradients gives the
-    full-batch gradient; the LM head + cross-entropy run chunk by chunk (distill.chunked_head_backward).
-    Also serves plain SFT (RFT): an example with rev_mask == gen_mask == "the completion".
-    Under torchrun each rank runs its share of the batch and every rank returns the batch's loss.
+
+def srt_backward(model, examples: list[dict], mode: str, pad_id: int, micro: int,
+                 counts: list[int] | None = None) -> float:
+    """Forward + backward of L_SRT (or one of its terms) on a batch, in micro-batches; returns the loss.
+
+    The weights are global over the whole batch (``counts``, see srt_token_weights), so summing the
+    micro-batch gradients gives the full-batch gradient; the LM head + cross-entropy run chunk by
+    chunk (lm_head.chunked_head_backward). Also serves plain SFT (RFT, SFT): an example with
+    rev_mask == gen_mask == "the completion".
     """
-    examples = distributed.split(examples, "SRT batch")     # distributed: this rank's share
-    weights = srt_token_weights(examples, mode)
+    weights = srt_token_weights(examples, mode, counts)
     total = 0.0
     device = next(model.parameters()).device
     for s in range(0, len(examples), micro):
         ex, ws = examples[s:s + micro], weights[s:s + micro]
-        ids, mask = pad([e["input_ids"] for e in ex], pad_id, "right")
+        ids, mask = pad([e["input_ids"] for e in ex], pad_id, "right")          # [b, W]
         starts = [e["gen_mask"].index(1) for e in ex]          # first target after X
         lengths = [len(e["input_ids"]) - st for e, st in zip(ex, starts)]
-        rows, cols = score_positions(starts, lengths)
+        rows, cols = score_positions(starts, lengths)          # [n] each
         targets = torch.tensor([t for e, st in zip(ex, starts) for t in e["input_ids"][st:]])
         w = torch.tensor([v for e, st, wl in zip(ex, starts, ws) for v in wl[st:]], dtype=torch.float32)
-        hidden = distill.final_hidden(model, ids.to(device), mask.to(device))
-        rows_h = hidden[rows.to(device), cols.to(device)]
-        total += float(distill.chunked_head_backward(model, rows_h, ce_loss_fn(targets, w)))
-    return distributed.all_sum(total)                       # distributed: the ranks' shares added
+        hidden = final_hidden(model, ids.to(device), mask.to(device))          # [b, W, H]
+        rows_h = hidden[rows.to(device), cols.to(device)]                      # [n, H]
+        total += float(chunked_head_backward(model, rows_h, ce_loss_fn(targets, w)))
+    return total

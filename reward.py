@@ -114,6 +114,18 @@ def _after_last_phrase(text: str, phrases) -> str:
     return text if cut < 0 else text[cut:]
 
 
+def grade(task: str, texts: list[str], items: list[dict], control_phrases=CONTROL_PHRASES) -> list[float]:
+    """Binary rewards r(y, a) for many responses of one task; items carry "answer" (math) or
+    "tests" (code). Only the text after the last control phrase counts (see _after_last_phrase)."""
+    if not texts:
+        return []
+    if task == "math":
+        return math_reward_batch(texts, [it["answer"] for it in items], control_phrases=control_phrases)
+    if task == "code":
+        return code_reward_batch(texts, [it["tests"] for it in items], control_phrases=control_phrases)
+    raise ValueError(f"unknown task {task!r}")
+
+
 # ============================================================================================
 # Math
 # ============================================================================================

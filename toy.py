@@ -51,7 +51,7 @@ import sys
 import tempfile
 import time
 
-import repro
+from machinery import repro
 
 if __name__ == "__main__":
     repro.pin_cpu_kernels()   # before torch is imported: the shipped base is built on pinned kernels
@@ -63,7 +63,8 @@ from transformers import GenerationConfig, PreTrainedTokenizerFast, Qwen3Config,
 from transformers.utils import logging as hf_logging
 
 import generate
-from revise import P_CORRECT, P_WRONG, SEP
+from reward import P_CORRECT, P_WRONG
+from revise import SEP
 
 # Control phrases P_r by reward (paper §2.1; r=1 correct, r=0 wrong): the strings Phase 1 and 2 use.
 # A revision in the corpus is y0 + SEP + P_r + SEP + y_rev, SD-Zero's own layout.

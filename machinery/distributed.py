@@ -1,4 +1,4 @@
-"""distributed.py — the same train.py on several GPUs: torchrun processes, FSDP2 shards, DCP checkpoints.
+"""machinery/distributed.py — train.py on several GPUs: torchrun processes, FSDP2 shards, DCP checkpoints.
 
     torchrun --nproc_per_node=4 train.py --model Qwen/Qwen3-4B-Instruct-2507     # docs/scaling.md: "Several GPUs"
 
@@ -15,16 +15,16 @@ data-parallel way, with PyTorch's own machinery and no communication layer of ou
 * ``torch.distributed.checkpoint`` (DCP) writes each rank's shards in parallel (``save``/``restore``);
   the Hugging Face folders are gathered to full tensors and written by rank 0 (``save_hf``).
 
-What each rank does (the loops in train.py are the single-process ones, with a few lines marked
-``# distributed:``): it takes its share of each step's questions (``split``), generates and grades
-them, and back-propagates its tokens weighted by 1/(GLOBAL token count) (``global_weights`` and
-``all_sum``, called from revise.py); FSDP2 then SUMS the gradients over ranks (``shard`` sets the
+What each rank does: revise.py and distill.py are single-process code; train.py's loops, in lines
+marked ``# distributed:``, hand them this rank's share of each batch (``split``) and a counter that
+turns a local token count into the GLOBAL one (``all_sum``), so every rank back-propagates its tokens
+weighted by 1/(global token count); FSDP2 then SUMS the gradients over ranks (``shard`` sets the
 divide factor to 1), so N ranks apply the update one process would on the same global batch, up to
 the order of float sums (tests/test_distributed.py checks weights and loss). The LM head, whose
-gradient distill.py writes by hand, is kept correct by running the body through the FSDP root
-(``body_forward``). Rollouts stay HF generate, one per rank (docs/scaling.md: what does not scale).
-Metrics and generation budgets are combined over ranks (``reduce_metrics``, ``gather_examples``),
-and only rank 0 writes logs, tables and HF folders (``on_main``, ``main_first``).
+gradient lm_head.py writes by hand, is kept correct by running the body through the FSDP root
+(``body_forward``, ``zero_head_grads``). Rollouts stay HF generate, one per rank (docs/scaling.md:
+what does not scale). Metrics and generation budgets are combined over ranks (``reduce_metrics``,
+``gather_examples``), and only rank 0 writes logs, tables and HF folders (``on_main``, ``main_first``).
 
 Floor: this file imports torch and nothing of ours. What it needs from the run machinery it is
 handed: the run folder object (for its paths and its checkpoint writer) and this rank's RNG state.
@@ -41,6 +41,7 @@ import warnings
 
 import torch
 import torch.distributed as dist
+from torch.distributed.fsdp import FSDPModule
 
 # Non-zero ranks wait at the next collective while rank 0 alone evaluates the held-out table
 # (docs/scaling.md: what does not scale), so the default 10-30 minute timeout would kill a real run.
@@ -135,18 +136,7 @@ def all_gather(obj) -> list:
     return out
 
 
-def global_weights(weights: torch.Tensor, n_tokens: int, n_seqs: int, mode: str) -> torch.Tensor:
-    """Turn distill.token_weights of this rank's share into weights over the GLOBAL batch.
-
-    Every mode is 1/D with D = this rank's token count (token_mean) or sequence count (seq_sum,
-    seq_mean): multiplying by D_local / D_global gives 1/D_global, so the ranks' losses add up to
-    the one-process loss and their summed gradients to its gradient.
-    """
-    local = n_tokens if mode == "token_mean" else n_seqs
-    return weights * (local / max(all_sum(local), 1))
-
-
-# How each per-step number of a rank combines with the others' (revise/generate/train metrics).
+# How each per-step number of a rank combines with the others' (distill/generate/train metrics).
 SUMMED = ("loss", "new_generations", "new_tokens", "scored_tokens")      # parts of a global total
 PER_ROLLOUT = ("reward", "truncated", "response_tokens")                 # means over rollouts
 PER_TOKEN = ("kl_per_token",)                                            # means over scored tokens
@@ -185,8 +175,8 @@ def gather_examples(rows: list, stats: dict) -> tuple[list, dict]:
 # FSDP2
 # --------------------------------------------------------------------------------------------
 def sharded(model) -> bool:
-    from torch.distributed.fsdp import FSDPModule
-    return isinstance(model, FSDPModule)
+    """True for a model that ``shard`` wrapped (only ever under torchrun)."""
+    return active() and isinstance(model, FSDPModule)
 
 
 def shard(model):
@@ -194,9 +184,10 @@ def shard(model):
     head, tied or not). In place; returns the model. Identity without torchrun.
 
     Gradients: FSDP2's reduce-scatter divides by N by default (an average). Our per-token weights
-    are already global (``global_weights``), so the ranks' gradients must be SUMMED: divide factor
-    1, sent as ReduceOp.SUM (torch 2.13 would otherwise use NCCL's PREMUL_SUM). The optimizer built after this sees only DTensor shards (plumbing.AdamW works on the local
-    shard: its update is elementwise).
+    are already global (train.py passes global token counts), so the ranks' gradients must be
+    SUMMED: divide factor 1, sent as ReduceOp.SUM (torch 2.13 would otherwise use NCCL's
+    PREMUL_SUM). The optimizer built after this sees only DTensor shards (optim.AdamW works on the
+    local shard: its update is elementwise).
     """
     if not active() or sharded(model):
         return model
@@ -219,12 +210,12 @@ def local(t: torch.Tensor) -> torch.Tensor:
 
 
 def body_forward(model, **kwargs) -> torch.Tensor:
-    """distill.final_hidden for an FSDP2 model: go through the ROOT module's forward.
+    """lm_head.final_hidden for an FSDP2 model: go through the ROOT module's forward.
 
     Calling the backbone directly (model.model) would skip the root's hooks: its parameters
     (embeddings, norm, LM head) would stay sharded and their gradients would never be reduced.
     Through the root, they are gathered for the forward and kept (FSDP2 does not reshard the root
-    after forward), so the LM head that distill.chunked_head_backward multiplies by hand is the full
+    after forward), so the LM head that lm_head.chunked_head_backward multiplies by hand is the full
     weight, and the gradient it writes into W.grad is reduce-scattered with the embedding gradient
     when the body's backward ends. logits_to_keep=1 keeps HF from computing [B, L, V] logits.
     """
@@ -234,6 +225,18 @@ def body_forward(model, **kwargs) -> torch.Tensor:
         warnings.filterwarnings("ignore", message="FSDP2-wrapped module")
         out = model(**kwargs, output_hidden_states=True, logits_to_keep=1)
     return out.hidden_states[-1]                      # = last_hidden_state, after the final norm
+
+
+def zero_head_grads(model, *params) -> None:
+    """A sharded body must run its backward on every rank (its hooks reduce-scatter the gradients,
+    the hand-written LM-head gradient included), even on a rank with no scored token; that rank
+    also needs a (zero) gradient for an untied head, or it would reduce one gradient fewer than the
+    others and the collectives would hang. Identity for an unsharded model."""
+    if not sharded(model):
+        return
+    for t in params:
+        if t is not None and t.requires_grad and t.grad is None:
+            t.grad = torch.zeros_like(t)
 
 
 # --------------------------------------------------------------------------------------------

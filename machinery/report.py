@@ -1,8 +1,8 @@
-"""report.py — the pictures of a run: one self-contained HTML page of inline SVG line charts.
+"""machinery/report.py — the pictures of a run that train.py writes: one self-contained HTML page of SVG charts.
 
-    python report.py runs/<name>                  # -> runs/<name>/report.html
-    python report.py runs/table-*-s0              # several runs overlaid -> runs/report.html
-    python report.py runs/a runs/b --out cmp.html
+    python -m machinery.report runs/<name>                  # -> runs/<name>/report.html
+    python -m machinery.report runs/table-*-s0              # several runs overlaid -> runs/report.html
+    python -m machinery.report runs/a runs/b --out cmp.html
 
 A run's numbers live in metrics.jsonl (one record per step) and eval.json (the held-out table).
 SD-Zero (arXiv 2604.12002) argues from *learning efficiency*: held-out accuracy against the
@@ -20,6 +20,7 @@ Dashed vertical lines mark teacher syncs (teacher := student, Fig. 5; ``--teache
 The page is static (inline CSS and SVG, no scripts, no network, standard library only), so it opens
 from disk anywhere. Every string read from a run folder (run names, model labels) passes through
 html.escape before it reaches the page: a run folder is data, and data may carry markup.
+The same holds for the self-localisation heat map (``selfloc_html``) that evaluate.py --selfloc writes.
 """
 from __future__ import annotations
 
@@ -260,6 +261,44 @@ def main(argv=None) -> int:
             raise SystemExit(f"error: not a run folder: {d}")
     print(f"wrote {write_report(args.runs, args.out)}")
     return 0
+
+
+# --------------------------------------------------------------------------------------------
+# The self-localisation heat map (evaluate.py --selfloc)
+# --------------------------------------------------------------------------------------------
+def selfloc_html(path, tok, items, rolls, rewards, scores, phrases, title="SD-Zero") -> None:
+    """One self-contained HTML file (inline CSS, no scripts, no external assets): each response's
+    tokens coloured by KL (red) with the signed token KL reward in the tooltip; wrong answers first.
+    Model text is untrusted, so every piece of it goes through html.escape."""
+    order = sorted(range(len(rolls)), key=lambda i: (rewards[i] >= 0.5, i))
+    vmax = max([max(s["kl"]) for s in scores if s["kl"]] + [1e-9])
+    parts = [f"<!doctype html><meta charset='utf-8'><title>{html.escape(title)}</title><style>"
+             "body{font-family:sans-serif;max-width:60em;margin:2em auto;color:#222}"
+             ".r{border:1px solid #ccc;border-radius:6px;padding:.6em;margin:1em 0}"
+             ".t{font-family:monospace;white-space:pre-wrap;line-height:1.7}"
+             ".w{color:#b00}.c{color:#070}.m{color:#555;font-size:.9em}</style>",
+             f"<h1>{html.escape(title)}: where the reviser disagrees with the generator</h1>",
+             "<p class=m>Colour = per-token KL(generator ‖ reviser) under the Phase-2 teacher layout "
+             "X + Y' + S(P_r) + Y (darker = larger). Hover a token for KL and the token KL reward "
+             "log p_gen(y_t) − log p_rev(y_t). Wrong answers first.</p>"]
+    for i in order:
+        r, it, sc = rolls[i], items[rolls[i].index], scores[i]
+        ok = rewards[i] >= 0.5
+        gold = it.get("answer", "(tests)")
+        spans = []
+        for tid, kl, rw in zip(r.completion_ids, sc["kl"], sc["reward_tok"]):
+            a = min(1.0, max(kl, 0.0) / vmax) ** 0.5
+            txt = html.escape(tok.decode([tid]))
+            spans.append(f"<span style='background:rgba(220,30,30,{a:.2f})' "
+                         f"title='KL {kl:.4f} | reward {rw:+.4f}'>{txt}</span>")
+        parts.append(
+            f"<div class=r><div><b>Q:</b> {html.escape(it['question'])}</div>"
+            f"<div class=m>gold: {html.escape(str(gold))} · verdict: "
+            f"<span class={'c' if ok else 'w'}>{'right' if ok else 'wrong'}</span> · P_r: "
+            f"{html.escape(phrases.pick(rewards[i]))} · KL sum {sum(sc['kl']):.3f}</div>"
+            f"<div class=t>{''.join(spans)}</div></div>")
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("\n".join(parts))
 
 
 if __name__ == "__main__":

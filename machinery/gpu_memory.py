@@ -1,4 +1,4 @@
-"""gpu_memory.py — the memory model of one SD-Zero run on one accelerator, and the check that uses it.
+"""machinery/gpu_memory.py — for train.py: will this run fit the GPU? Its memory model, precision and fit check.
 
 SD-Zero (arXiv 2604.12002) holds, during Phase 2 (§2.2, eq. 4), the student (generator) with its
 gradients and AdamW state, the frozen teacher (the SRT weights, acting as reviser), and at any moment
@@ -7,27 +7,32 @@ optimizer's fp32 temporaries. Phase 1's SRT (§2.1, eq. 3) holds the same withou
 file writes that arithmetic down as functions of the model config and the run's knobs, so that
 
 * ``phase_peaks`` predicts each phase's peak in bytes, term by term (one owner for the figures the
-  docs quote: docs/gpu.md is filled from ``python gpu_memory.py``);
-* ``check_fits`` stops a CUDA run *before anything is loaded* when the peak cannot fit the card, in
-  one line that names the flag to change;
+  docs quote: docs/gpu.md is filled from ``python -m machinery.gpu_memory``);
+* ``fit_check`` / ``check_fits`` stop a CUDA run *before anything is loaded* when the peak cannot fit
+  the card, in one line that names the flag to change;
+* ``train_precision`` — a training run's weight dtype and gradient checkpointing (bf16 + checkpointing
+  on CUDA; ``--gpu-path`` runs the same on CPU so that tests cover it);
 * ``free_device_memory`` ends a phase: nothing of it stays referenced, and the caching allocator
   gives its blocks back (review note: a 32 GB SRT optimizer freed by Python is still reserved by
   PyTorch, and the next phase's very different shapes can fragment around it).
 
 Every term counts live tensors (what ``torch.cuda.max_memory_allocated`` measures). The CUDA context
 and allocator fragmentation are not tensors; ``HEADROOM`` keeps a margin for them.
-stdlib + torch only: this module sits on the ground floor, below generate.py.
 """
 from __future__ import annotations
 
 import gc
 import math
+import os
 
 import torch
+from transformers import AutoConfig
+
+from machinery import distributed
 
 GIB = 2 ** 30
 HEADROOM = 0.92          # plan for at most this fraction of the card (context + fragmentation)
-HEAD_CHUNK = 1024        # rows per chunk of distill.chunked_head_backward / topk_from_hidden
+HEAD_CHUNK = 1024        # rows per chunk of lm_head.chunked_head_backward / distill.teacher_topk
 
 
 def shape(config) -> dict:
@@ -146,6 +151,49 @@ def free_device_memory() -> None:
         torch.cuda.empty_cache()
 
 
+def train_precision(gpu_path: bool, no_grad_ckpt: bool) -> tuple[torch.dtype | None, bool]:
+    """(weight dtype, gradient checkpointing) of a training run: what CUDA gets, and with
+    ``gpu_path`` the same on CPU — bf16 student and teacher, checkpointing, optim.AdamW's
+    stochastic rounding — so a CPU test runs every line a GPU run runs. None = load_model's
+    default (fp32 on CPU: the toy run's path, unchanged).
+
+    On CUDA it also asks the caching allocator for expandable segments, before its first allocation
+    (the variable is read then): phases of very different shapes (32K-token teacher forwards, 16K-step
+    KV caches, the 32 GB of moments) then grow and shrink segments instead of fragmenting fixed
+    blocks; a value the user set is kept.
+    """
+    if torch.cuda.is_available():
+        os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
+    real = torch.cuda.is_available() or gpu_path
+    return (torch.bfloat16 if gpu_path else None), real and not no_grad_ckpt
+
+
+# The prompt length the fit check plans with (an assumption, not measured: a chat-templated math
+# question is a few hundred tokens; 256 is small beside 16K new tokens, so the error is too).
+PROMPT_TOKENS = 256
+
+
+def fit_check(args, name_or_path: str, card_bytes: int | None = None) -> None:
+    """Before any weight is loaded: does this run's peak (``phase_peaks``) fit the card?
+
+    Runs on CUDA only (or when a test passes ``card_bytes``); reads just config.json. An
+    unreadable config is left to load_model, which says why in one line. ``name_or_path`` is a
+    resolved id or folder (generate.MODEL_ALIASES already applied).
+    """
+    if card_bytes is None:
+        if not torch.cuda.is_available() or distributed.active():   # sharded runs divide it by N
+            return
+        card_bytes = torch.cuda.get_device_properties(0).total_memory
+    try:
+        config = AutoConfig.from_pretrained(name_or_path)
+    except (OSError, ValueError):
+        return
+    peaks = phase_peaks(config, bf16=True, max_new_tokens=args.max_new_tokens, prompt_tokens=PROMPT_TOKENS,
+                        gen_batch=args.gen_batch, micro_batch=args.micro_batch,
+                        max_teacher_tokens=args.max_teacher_tokens)
+    check_fits(peaks, card_bytes)
+
+
 def paper_preset(**over) -> dict:
     """The paper's run (Qwen3-4B-Instruct-2507 in bf16, 16K new tokens, 32K teacher cap, train.py's
     defaults --gen-batch 4 --micro-batch 1; a ~256-token chat prompt) through ``phase_peaks``."""
@@ -162,7 +210,7 @@ QWEN3_4B = dict(vocab_size=151936, hidden_size=2560, intermediate_size=9728, num
                 rope_parameters={"rope_type": "default", "rope_theta": 5000000.0})
 
 
-if __name__ == "__main__":          # python gpu_memory.py: the paper preset's figures (computed)
+if __name__ == "__main__":          # python -m machinery.gpu_memory: the paper preset's figures
     pk = paper_preset()
     print(f"params {pk['params'] / 1e9:.3f} B; KV cache per 16K sequence "
           f"{pk['kv_bytes_per_sequence'] / GIB:.2f} GiB")
