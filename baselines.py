@@ -261,12 +261,14 @@ def main(argv=None) -> int:
     t_start = time.time()
     setting = train.open_run(args)
     run, tok, table, rows = setting["run"], setting["tok"], setting["table"], setting["train_rows"]
+    model = setting.pop("model")
     run.say(f"run {run.dir}: model {setting['model_name']}, {len(rows)} training questions, all for "
             f"{args.method.upper()}; device {setting['device']}")
     if run.ckpt is None or "base" in table.evals:
-        table.add("base", setting["model"], 0)
+        table.add("base", model, 0)
     budget = args.budget or data.planned_budget(args, len(rows))
-    spent = run_method(args, setting["model_name"], setting["model"], tok, rows, run, budget)
+    spent = run_method(args, setting["model_name"], model, tok, rows, run, budget)
+    del model                          # trained in place and saved as final/, which is evaluated
     table.add(args.method.upper(), train.load(run.path("final"), args), spent)
     train.finish_run(args, run, table, t_start)
     return 0

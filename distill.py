@@ -139,7 +139,7 @@ def teacher_topk(head, hidden: torch.Tensor, targets: torch.Tensor, k: int = 64,
 
 @torch.no_grad()
 def teacher_targets(teacher, batch: dict, k: int = 64, keep_hidden: bool = False,
-                    temperature: float = 1.0) -> dict:
+                    temperature: float = 1.0, chunk: int = 1024) -> dict:
     """The frozen teacher's view of a scored_batch's N tokens (the stop-gradient side of eq. 4).
 
     Returns {"topk_logits": [N, k] fp32, "topk_ids": [N, k] long, "target_logp": [N] fp32 (full-
@@ -149,7 +149,7 @@ def teacher_targets(teacher, batch: dict, k: int = 64, keep_hidden: bool = False
     support, which recomputes teacher logits per chunk from these rows instead of storing N×V.
     """
     hidden = hidden_rows(teacher, batch)
-    out = teacher_topk(teacher, hidden, batch["targets"], k=k, temperature=temperature)
+    out = teacher_topk(teacher, hidden, batch["targets"], k=k, chunk=chunk, temperature=temperature)
     if keep_hidden:
         out["hidden"] = hidden
     return out

@@ -41,8 +41,8 @@ import toy
 from generate import ModelLoadError, eos_ids, load_model, prompt_ids, rollout, sample_and_grade, sampling
 from machinery.report import selfloc_html
 from machinery.run import Run, rng_state, seed_all, set_rng_state
-from reward import P_CORRECT, P_WRONG, grade
 from revise import Phrases, phrase_ids, reviser_prompt
+from reward import P_CORRECT, P_WRONG, grade
 
 DEFAULT_KEYWORDS = ("wait", "let me start over", "let me correct", "let me rephrase",
                     "let me re-check", "let me recheck", "this is wrong", "not correct")

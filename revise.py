@@ -36,9 +36,8 @@ from typing import NamedTuple
 import torch
 
 from generate import Rollout, end_of_turn_id, eos_ids, rollout, sample_and_grade
-from reward import grade
 from machinery.lm_head import chunked_head_backward, final_hidden, pad, score_positions
-from reward import P_CORRECT, P_WRONG
+from reward import P_CORRECT, P_WRONG, grade
 
 # P_r's strings are reward.py's (the binary reward as text); SEP frames them in every layout.
 SEP = "\n\n"

@@ -88,7 +88,8 @@ from verifier.limits import MAX_ANSWER_CHARS, MAX_DEPTH, MAX_ITEMS, TIME_BUDGET
 from verifier.pool import _pool_map
 from verifier.sandbox import run_python, sandbox_protections
 
-__all__ = ["VERIFIER_VERSION", "P_CORRECT", "P_WRONG", "P_WRONG_OFFICIAL", "CONTROL_PHRASES", "MAX_ANSWER_CHARS", "MAX_DEPTH", "MAX_ITEMS", "TIME_BUDGET",
+__all__ = ["VERIFIER_VERSION", "P_CORRECT", "P_WRONG", "P_WRONG_OFFICIAL", "CONTROL_PHRASES", "grade",
+           "MAX_ANSWER_CHARS", "MAX_DEPTH", "MAX_ITEMS", "TIME_BUDGET",
            "extract_boxed", "math_equal", "math_reward", "math_reward_batch",
            "extract_code", "run_python", "code_reward", "code_reward_batch", "sandbox_protections"]
 

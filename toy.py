@@ -63,8 +63,8 @@ from transformers import GenerationConfig, PreTrainedTokenizerFast, Qwen3Config,
 from transformers.utils import logging as hf_logging
 
 import generate
-from reward import P_CORRECT, P_WRONG
 from revise import SEP
+from reward import P_CORRECT, P_WRONG
 
 # Control phrases P_r by reward (paper §2.1; r=1 correct, r=0 wrong): the strings Phase 1 and 2 use.
 # A revision in the corpus is y0 + SEP + P_r + SEP + y_rev, SD-Zero's own layout.
@@ -310,7 +310,7 @@ def pretrain(model, tok, examples: list, cfg: dict, quiet: bool = False) -> dict
         batch = [encode(ex, tok, cache) for ex in examples[step * bs:(step + 1) * bs]]
         T = max(len(s) for s, _ in batch)  # right padding; pad positions carry no loss
         inp = torch.tensor([s + [tok.pad_token_id] * (T - len(s)) for s, _ in batch])
-        lab = torch.tensor([l + [-100] * (T - len(l)) for _, l in batch])
+        lab = torch.tensor([labels + [-100] * (T - len(labels)) for _, labels in batch])
         att = torch.tensor([[1] * len(s) + [0] * (T - len(s)) for s, _ in batch])
         loss = model(input_ids=inp, attention_mask=att, labels=lab, use_cache=False).loss
         opt.zero_grad(set_to_none=True)

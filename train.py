@@ -151,13 +151,15 @@ def srt_loop(args, model, tok, stages, run: Run, spent, out_name: str, label: st
 # Phase 2 — on-policy self-distillation from the reviser
 # --------------------------------------------------------------------------------------------
 def phase2(args, student, teacher, tok, n2: list[dict], run: Run, spent, *, steps: int, lr: float,
-           batch_questions: int, step=distill.phase2_step, label: str = "SD-Zero") -> None:
+           batch_questions: int, step=None, label: str = "SD-Zero") -> None:
     """The on-policy loop: fresh questions each step -> ``step`` (rollouts, reward, loss, backward)
     -> clip + optimizer step -> optional teacher sync -> metrics + atomic checkpoint -> final/.
 
-    ``step`` is SD-Zero's (distill.phase2_step); baselines.py passes GRPO's and SDFT's, which take
-    the same arguments, so every on-policy method shares this loop, its accounting and its resume.
+    ``step`` is SD-Zero's (distill.phase2_step) unless given; baselines.py passes GRPO's and SDFT's,
+    which take the same arguments, so every on-policy method shares this loop, its accounting and
+    its resume.
     """
+    step = step or distill.phase2_step
     if teacher is not None:
         teacher.eval().requires_grad_(False)
         distributed.shard(teacher)    # distributed: sharded too, no optimizer state
@@ -250,7 +252,8 @@ def main(argv=None) -> int:
     t_start = time.time()
     setting = open_run(args)
     run, tok, table = setting["run"], setting["tok"], setting["table"]
-    model, n1, n2 = setting["model"], *data.split_phases(
+    model = setting.pop("model")        # popped: main holds the only reference, so it can drop it
+    n1, n2 = data.split_phases(
         setting["train_rows"], args.phase1_questions if args.phase != "distill" else 0, seed=args.seed)
     n2 = [] if args.phase == "srt" else n2
     if args.phase != "srt" and not n2:

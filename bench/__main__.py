@@ -6,7 +6,7 @@ import json
 import os
 import sys
 
-import repro
+from machinery import repro
 
 if __name__ == "__main__" and sys.argv[1:2] in (["table"], ["sync"]):
     repro.pin_cpu_kernels()      # the toy tables (each train.py run they start pins itself as well)

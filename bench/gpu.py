@@ -4,15 +4,15 @@ take? (`python -m bench gpu` -> bench/results/gpu.json; `--small`: every part on
 SD-Zero (arXiv 2604.12002) runs Phase 1 (§2.1: rollouts, then SRT, eq. 3) and Phase 2 (§2.2, eq. 4:
 on-policy rollouts, the frozen teacher's top-64 at a 32K-token reviser sequence, the student's loss
 and backward). With no download, this builds the public Qwen3-4B-Instruct-2507 architecture
-(gpu_memory.QWEN3_4B) with *random* bf16 weights and measures, through the project's own code:
+(machinery/gpu_memory.py's QWEN3_4B) with *random* bf16 weights and measures, through the project's own code:
 
 1. rollouts  — `generate.rollout` at --gen-batch 4, 16 and 64, and transformers' continuous batching
    (`model.generate_batch`), on the same prompts, with responses of mixed lengths: a hook on the LM
    head gives EOS a constant per-step probability 1/mean, so lengths are geometric (mean
    --gen-mean, capped at --gen-tokens), as real answers end at different times;
 2. a Phase-2 step at the paper's lengths — a --response-tokens (16K) response, its 2×16K teacher
-   sequence, --micro-batch 1 — through revise.phase2_batch, distill.distill_pair (chunked head
-   backward) and plumbing.AdamW (bf16 + stochastic rounding), gradient checkpointing on;
+   sequence, --micro-batch 1 — through distill.distill_batch (the teacher's top-k, eq. 4, the
+   chunked head backward) and optim.AdamW (bf16 + stochastic rounding), gradient checkpointing on;
 3. an SRT step on one sequence of the same teacher length (revise.srt_backward);
 4. gpu_memory's predicted peak beside the measured one (CUDA: max_memory_allocated; CPU: the
    process's peak resident memory minus what it held before the models, see ``cpu_peak``);
@@ -31,10 +31,10 @@ import torch
 from transformers import GenerationConfig, PreTrainedTokenizerFast, Qwen3Config, Qwen3ForCausalLM
 
 import distill
-import gpu_memory
 from generate import rollout, set_gradient_checkpointing
-from plumbing import AdamW
-from revise import phase2_batch, srt_backward, srt_example
+from machinery import gpu_memory
+from machinery.optim import AdamW
+from revise import srt_backward, srt_example
 
 TINY = dict(vocab_size=8192, hidden_size=128, intermediate_size=512, num_hidden_layers=2,
             num_attention_heads=4, num_key_value_heads=2, head_dim=32, max_position_embeddings=8192,
@@ -157,16 +157,16 @@ def phase2_step(student, teacher, opt, args, seed: int) -> dict:
     V, T, g = student.config.vocab_size, args.response_tokens, torch.Generator().manual_seed(seed)
     xs = [torch.randint(20, V, (args.prompt_tokens,), generator=g).tolist() for _ in range(args.micro_batch)]
     ys = [torch.randint(20, V, (T - 1,), generator=g).tolist() + [EOS] for _ in xs]
-    b = phase2_batch(xs, ys, [PHRASE] * len(xs), {EOS}, PAD)
-    n = len(b["student"]["targets"])
+    contexts = distill.teacher_contexts(xs, ys, [PHRASE] * len(xs), {EOS})
+    n = sum(map(len, ys))
     t0 = sync(args.cuda)
-    out = distill.distill_pair(student, teacher, b["student"], b["teacher"], weights=torch.full((n,), 1.0 / n),
-                               k=64)
+    out = distill.distill_batch(student, teacher, xs, contexts, ys, PAD, weights=torch.full((n,), 1.0 / n),
+                                micro_batch=len(xs), k=64)
     torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
     opt.step()
     opt.zero_grad(set_to_none=True)
     return {"loss": float(out["loss"]), "seconds": round(sync(args.cuda) - t0, 2), "scored_tokens": n,
-            "teacher_tokens": b["teacher"]["ids"].shape[1]}
+            "teacher_tokens": max(len(c) + len(y) for c, y in zip(contexts, ys))}
 
 
 def srt_step(model, opt, args, seed: int) -> dict:
@@ -209,7 +209,8 @@ def estimate_hours(rates: dict, p2: dict, srt: dict, args) -> dict:
     for name, r in rates.items():
         if "tokens_per_s" not in r:
             continue
-        gen = lambda n: n * L / r["tokens_per_s"] / 3600        # noqa: E731
+        def gen(n, r=r):                                          # generation hours of n responses
+            return n * L / r["tokens_per_s"] / 3600
         p1 = gen(PHASE1_GENERATIONS) + SRT_EXAMPLES * (args.prompt_tokens + 2 * L) * s_srt / 3600
         p2h = gen(PHASE2_GENERATIONS) + PHASE2_GENERATIONS * L * s_p2 / 3600
         out[name] = {"phase1_h": round(p1, 1), "phase2_h": round(p2h, 1), "eval_h": round(gen(EVAL_GENERATIONS), 1),

@@ -12,7 +12,7 @@ backward, for two supports:
 
   naive   — distill.reference_loss, the plain code: teacher and student [T, V] fp32 logits, then
             top-64 (or the full vocabulary), log_softmax, KL, autograd backward
-  chunked — distill.topk_from_hidden + distill.distill_loss_from_hidden(support="topk" or
+  chunked — distill.teacher_topk + distill.distill_loss(support="topk" or
             "full"; for "full" the teacher logits are recomputed per chunk)
 
 Every path runs in its own fresh Python process so that peaks do not mix. Peak memory is what the
@@ -20,8 +20,9 @@ path adds on top of the model state (head weights, their .grad buffers allocated
 any training loop, inputs): on CUDA max_memory_allocated − memory_allocated; on CPU the kernel's
 peak RSS (VmHWM, reset through /proc/self/clear_refs) − RSS before the path, with glibc's mmap
 threshold fixed at 1 MiB so that freed tensors leave the RSS. The naive paths skip the student's
-full-vocab log p(y) diagnostic that the chunked paths also compute. The chunked peak is a few [chunk, V] fp32 tensors (about 2 for top-k, 6 for full),
-so it does not grow with T; the naive one is a few [T, V] tensors.
+full-vocab log p(y) diagnostic that the chunked paths also compute. The chunked peak is a few
+[chunk, V] fp32 tensors (about 2 for top-k, 6 for full), so it does not grow with T; the naive one
+is a few [T, V] tensors.
 
     python -m bench distill            # full size (2 CPU cores: ~15 min, ~19 GB peak RAM)
     python -m bench distill --small    # quick sanity version
@@ -39,7 +40,7 @@ import time
 import torch
 
 from bench import OUT, ROOT
-from distill import distill_loss_from_hidden, reference_loss, token_weights, topk_from_hidden
+from distill import distill_loss, reference_loss, teacher_topk, token_weights
 
 PATHS = ("naive_topk", "chunked_topk", "naive_full", "chunked_full")
 FULL = dict(vocab=151936, hidden=2560, tokens=4096, k=64, chunk=128)
@@ -113,11 +114,11 @@ def _problem(path: str, cfg: dict, dev: str):
 
     def chunked():
         support = path.split("_")[1]
-        tt = topk_from_hidden(t_head, t_hidden, targets, k=k, chunk=chunk)
+        tt = teacher_topk(t_head, t_hidden, targets, k=k, chunk=chunk)
         if support == "full":
             tt["hidden"] = t_hidden
-        out = distill_loss_from_hidden(head, hidden, targets, tt, weights=weights, kind=cfg["kind"],
-                                       support=support, teacher_head=t_head, chunk=chunk)
+        out = distill_loss(head, hidden, targets, tt, weights=weights, kind=cfg["kind"],
+                           support=support, teacher_head=t_head, chunk=chunk)
         return out["loss"]
 
     return (naive if path.startswith("naive") else chunked), hidden, head
@@ -134,7 +135,8 @@ def _run_path(path: str, cfg: dict) -> dict:
     del run
     run, hidden, head = _problem(path, cfg, dev)
     if cuda:
-        torch.cuda.synchronize(); torch.cuda.reset_peak_memory_stats()
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
     else:
         with open("/proc/self/clear_refs", "w") as f:        # reset VmHWM to the current RSS

@@ -35,7 +35,8 @@ PATHOLOGICAL = ["9^{9^{9^9}}", "10^{10^{10}}", "2^{2^{2^{2^{2^{2}}}}}", "e^{e^{e
 
 
 def _load(name):
-    return [json.loads(line) for line in (Path(ROOT) / "verifier" / "cases" / name).read_text(encoding="utf-8").splitlines()]
+    text = (Path(ROOT) / "verifier" / "cases" / name).read_text(encoding="utf-8")
+    return [json.loads(line) for line in text.splitlines()]
 
 
 def _math_mix():

@@ -26,19 +26,18 @@ import subprocess
 import sys
 import time
 
-import report
 from bench import OUT, ROOT
+from machinery import report
 
 
-
-def _train(run_name: str, extra: list[str], runs_dir: str, quiet=True) -> float:
-    """One train.py run in its own process (clean state per method); returns wall seconds.
+def _train(run_name: str, extra: list[str], runs_dir: str, quiet=True, script: str = "train.py") -> float:
+    """One train.py (or baselines.py) run in its own process (clean state per method); returns wall seconds.
 
     A run that already finished with the same arguments is reused (its wall time is stored beside
     it), so an interrupted table continues where it stopped; delete runs/table-* to start afresh.
     """
-    cmd = [sys.executable, os.path.join(ROOT, "train.py"), "--runs-dir", runs_dir, "--run-name", run_name,
-           "--quiet"] + extra
+    cmd = [sys.executable, os.path.join(ROOT, script), *extra[:1 if script != "train.py" else 0],
+           "--runs-dir", runs_dir, "--run-name", run_name, "--quiet"] + extra[1 if script != "train.py" else 0:]
     done = os.path.join(runs_dir, run_name, "bench_done.json")
     if os.path.exists(done):
         rec = json.load(open(done))
@@ -87,8 +86,8 @@ def bench_table(args) -> dict:
                                                "generated_tokens": last["generated_tokens"], "wall_s": wall})
         for method in baselines:
             name = f"{prefix}-{method}-s{seed}"
-            wall = _train(name, common + ["--seed", str(seed), "--method", method, "--budget", str(budget)],
-                          runs_dir)
+            wall = _train(name, [method] + common + ["--seed", str(seed), "--budget", str(budget)], runs_dir,
+                          script="baselines.py")
             run = os.path.join(runs_dir, name)
             ev = json.load(open(os.path.join(run, "eval.json")))
             last = _last_metrics(run)
@@ -166,7 +165,8 @@ def _write_table(rows: dict, args) -> dict:
     md = "\n".join(lines)
     os.makedirs(OUT, exist_ok=True)
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    world = ("" if args.world == "standard" else f" --world {args.world}") + (" --only-sdzero" if args.only_sdzero else "")
+    world = ("" if args.world == "standard" else f" --world {args.world}")
+    world += " --only-sdzero" if args.only_sdzero else ""
     header = (f"Toy world ({args.world}), seeds {args.seeds}, {k} sample(s) per held-out question, run {stamp} "
               f"with `python -m bench table{world}`\n\n")
     name = _prefix(args.world) + ("-sdzero" if args.only_sdzero else "")   # a partial table: its own file

@@ -23,6 +23,7 @@ from machinery import repro  # noqa: E402
 # exact figures in tests/test_fingerprint.py and test_toy.py hold on AVX2 and AVX-512 CPUs alike.
 repro.pin_cpu_kernels()
 import torch  # noqa: E402
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # Two cores shared with pytest itself: one torch thread avoids OpenMP threads spin-waiting on

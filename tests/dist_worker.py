@@ -3,9 +3,11 @@
     python tests/dist_worker.py MODEL_DIR OUT.pt                                 # 1 process: the reference
     python -m torch.distributed.run --nproc_per_node=2 tests/dist_worker.py MODEL_DIR OUT.pt   # 2 ranks
 
-Both go through the code train.py runs: revise.distill_on_policy / revise.srt_backward on this
-rank's share (distributed.split), plumbing.step_optimizer, and, under torchrun, FSDP2 shards
-(distributed.shard). Rank 0 (or the single process) saves losses, gradient norms, the full updated
+Both go through the code train.py runs: distill.distill_batch with the whole batch's token weights
+(distill.batch_token_weights counted with distributed.all_sum) / revise.srt_backward with the whole
+batch's token counts, each on this rank's share (distributed.split), optim.step_optimizer, and,
+under torchrun, FSDP2 shards (distributed.shard). Rank 0 (or the single process) saves losses,
+gradient norms, the full updated
 weights and the combined rollout metrics to OUT.pt; tests/test_distributed.py compares the two.
 """
 import os
@@ -17,11 +19,11 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 torch.set_num_threads(1)
 
-import distributed  # noqa: E402
+from distill import batch_token_weights, distill_batch  # noqa: E402
 from generate import Rollout, eos_ids, load_model, rollout_metrics  # noqa: E402
-from plumbing import make_optimizer, step_optimizer  # noqa: E402
-from revise import (Phrases, distill_on_policy, phrase_ids, reviser_prompt, srt_backward,  # noqa: E402
-                    srt_example)
+from machinery import distributed  # noqa: E402
+from machinery.optim import make_optimizer, step_optimizer  # noqa: E402
+from revise import Phrases, phrase_ids, reviser_prompt, srt_backward, srt_example, srt_token_counts  # noqa: E402
 
 
 def batch(tok, eos, n=8, seed=0):
@@ -75,9 +77,11 @@ def phase2_step(model_dir: str, tied: bool) -> dict:
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
     w0 = full_weights(student)
     mine = distributed.split(list(range(len(ys))), "batch")
-    m = distill_on_policy(student, teacher, [xs[i] for i in mine], [ts[i] for i in mine],
-                          [ys[i] for i in mine], tok.pad_token_id, micro_batch=1, norm="token_mean", k=16)
-    # the per-step metrics as train.distill_step builds them, combined over ranks
+    my_ys = [ys[i] for i in mine]
+    out = distill_batch(student, teacher, [xs[i] for i in mine], [ts[i] for i in mine], my_ys, tok.pad_token_id,
+                        weights=batch_token_weights(my_ys, "token_mean", distributed.all_sum), micro_batch=1, k=16)
+    m = {"loss": out["loss"], "kl_per_token": float(out["per_token_kl"].mean()) if len(out["per_token_kl"]) else 0.0}
+    # the per-step metrics as distill.phase2_step builds them, combined over ranks as train.phase2 does
     rolls = [Rollout(i, xs[i], ys[i], "", i % 3 != 0) for i in mine]
     m = distributed.reduce_metrics({**m, **rollout_metrics(rolls, [float(i % 2) for i in mine]),
                                     "scored_tokens": sum(len(ys[i]) for i in mine)})
@@ -99,7 +103,9 @@ def srt_step(model_dir: str) -> dict:
     w0 = full_weights(model)
     examples = [srt_example(x, y or [sorted(eos)[0]], s, list(reversed(y)), eos)
                 for x, y, s in zip(xs, ys, ss)]
-    loss = srt_backward(model, examples, "joint", tok.pad_token_id, 1)   # splits and sums itself
+    share = distributed.split(examples, "SRT batch")           # as train.srt_loop does
+    counts = distributed.all_sum(srt_token_counts(share))
+    loss = distributed.all_sum(srt_backward(model, share, "joint", tok.pad_token_id, 1, counts))
     norm, ok = step_optimizer(model, opt, sched, clip=0.5)
     out = {"loss": loss, "grad_norm": norm, "ok": ok, "weights": full_weights(model)}
     out["moved"] = largest_change(w0, out["weights"])

@@ -7,8 +7,10 @@ import pytest
 import torch
 
 import baselines
-import revise
-import train
+import config
+import data
+import generate
+import reward
 from generate import Rollout
 from revise import Phrases
 
@@ -64,7 +66,7 @@ def test_rft_keeps_only_verified_unique_responses(tiny, monkeypatch):
                                    x, True))
         return out
 
-    monkeypatch.setattr(revise, "rollout", fake_rollout)
+    monkeypatch.setattr(generate, "rollout", fake_rollout)
     ex, st = baselines.rft_collect(model, tok, items, n=3)
     assert st["samples"] == 6 and st["correct"] == 3 and st["kept"] == 2     # duplicate dropped
     for e in ex:
@@ -98,15 +100,15 @@ def test_each_method_runs_and_accounts_budget(method, tiny_dir, tmp_path, monkey
     if method == "rft":
         # A random tiny model never answers right; let one sample per question "pass" so the SFT
         # step runs (the verifier itself is tested in test_reward_*).
-        monkeypatch.setattr(revise, "grade", lambda task, texts, items, *a, **kw: [1.0] * len(texts))
+        monkeypatch.setattr(reward, "grade", lambda task, texts, items, *a, **kw: [1.0] * len(texts))
     budget = 32
     args = ["--model", tiny_dir, "--data", _data(tmp_path), "--runs-dir", str(tmp_path / "runs"),
             "--quiet", "--threads", "1", "--max-new-tokens", "6", "--batch-questions", "4",
-            "--micro-batch", "4", "--no-eval", "--method", method, "--budget", str(budget),
+            "--micro-batch", "4", "--no-eval", "--budget", str(budget),
             "--grpo-n", "2", "--grpo-batch-questions", "4", "--srt-steps", "2", "--srt-batch-size", "4",
             "--run-name", method]
-    assert train.main(args) == 0
-    recs = [json.loads(l) for l in open(tmp_path / "runs" / method / "metrics.jsonl")]
+    assert baselines.main([method] + args) == 0
+    recs = [json.loads(line) for line in open(tmp_path / "runs" / method / "metrics.jsonl")]
     assert recs and all(r["method"] == method for r in recs)
     assert recs[-1]["generations"] == budget
     assert recs[-1]["generated_tokens"] > 0
@@ -114,10 +116,9 @@ def test_each_method_runs_and_accounts_budget(method, tiny_dir, tmp_path, monkey
 
 
 def test_planned_budget_counts_phase1_and_phase2():
-    a = train.resolve(train.build_parser().parse_args(
-        ["--model", "x", "--phase1-questions", "10", "--n-rev", "3", "--steps", "5",
-         "--batch-questions", "4"]))
-    assert train.planned_budget(a, 30) == 10 * (1 + 3) + 5 * 4
+    a = config.parse(["--model", "x", "--phase1-questions", "10", "--n-rev", "3", "--steps", "5",
+                      "--batch-questions", "4"])
+    assert data.planned_budget(a, 30) == 10 * (1 + 3) + 5 * 4
 
 
 def test_grpo_step_gradient_is_the_naive_policy_gradient(tiny, monkeypatch):
@@ -140,11 +141,12 @@ def test_grpo_step_gradient_is_the_naive_policy_gradient(tiny, monkeypatch):
                                      + [t.eos_token_id], x, True))
         return rolls
 
-    monkeypatch.setattr(revise, "rollout", fake_rollout)
+    monkeypatch.setattr(generate, "rollout", fake_rollout)
     args = types.SimpleNamespace(grpo_n=3, task="math", temperature=0.7, top_p=1.0, max_new_tokens=8,
                                  gen_batch=8, micro_batch=4)          # 4 does not divide 6: 2 micro-batches
     model.zero_grad()
-    out = baselines.grpo_step(args, model, tok, items, Phrases(), "cpu")
+    out = baselines.grpo_step(args, model, None, tok, items, phrases=Phrases(), eos=None,
+                              gen=generate.training_sampling(args, on_policy=True))
     got = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
     assert out["reward"] == pytest.approx(3 / 6)
 

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 import distill
-from distill import (KINDS, chunked_head_backward, distill_loss, divergence, final_hidden,
-                     teacher_targets, token_weights)
+from distill import KINDS, divergence, teacher_targets, token_weights
+from machinery.lm_head import chunked_head_backward, final_hidden, hidden_rows
 
 V = 50
 
@@ -53,7 +53,8 @@ def left_pad(seqs, pad=0):
 def make_batch(resp_lens=(5, 3, 0, 4), seed=0):
     """Student X + Y and teacher X + Y + S + Y (different lengths => different columns)."""
     g = torch.Generator().manual_seed(seed)
-    rnd = lambda n: torch.randint(3, V, (n,), generator=g).tolist()
+    def rnd(n):
+        return torch.randint(3, V, (n,), generator=g).tolist()
     s_seqs, t_seqs, meta = [], [], []
     for b, r in enumerate(resp_lens):
         x, y, s = rnd(3 + b), rnd(r), rnd(2 + (b % 2))
@@ -66,9 +67,12 @@ def make_batch(resp_lens=(5, 3, 0, 4), seed=0):
     for b, (px, y, pt) in enumerate(meta):
         s_off, t_off = s_ids.shape[1] - len(s_seqs[b]), t_ids.shape[1] - len(t_seqs[b])
         for j, tok in enumerate(y):      # position p predicts the token at p + 1
-            rows.append(b); s_cols.append(s_off + px + j - 1); t_cols.append(t_off + pt + j - 1)
+            rows.append(b)
+            s_cols.append(s_off + px + j - 1)
+            t_cols.append(t_off + pt + j - 1)
             targets.append(tok)
-    ll = lambda v: torch.tensor(v, dtype=torch.long)
+    def ll(v):
+        return torch.tensor(v, dtype=torch.long)
     batch = dict(s_ids=s_ids, s_mask=s_mask, t_ids=t_ids, t_mask=t_mask, rows=ll(rows),
                  s_cols=ll(s_cols), t_cols=ll(t_cols), targets=ll(targets), n_seqs=len(resp_lens))
     assert (batch["s_ids"][batch["rows"], batch["s_cols"] + 1] == batch["targets"]).all()
@@ -136,22 +140,30 @@ def test_reference_loss_is_the_textbook_kl(models):
         torch.testing.assert_close(g_ref, g_txt, rtol=1e-9, atol=1e-12)
 
 
-def S(b):
-    """The student's (input_ids, attention_mask, rows, cols, targets)."""
-    return b["s_ids"], b["s_mask"], b["rows"], b["s_cols"], b["targets"]
+def S(b, targets=None):
+    """The student's scored batch (ids, mask, rows, cols, targets), as lm_head.scored_batch builds it."""
+    return {"ids": b["s_ids"], "mask": b["s_mask"], "rows": b["rows"], "cols": b["s_cols"],
+            "targets": b["targets"] if targets is None else targets}
 
 
 def T(b):
-    """The teacher's (input_ids, attention_mask, rows, cols, targets)."""
-    return b["t_ids"], b["t_mask"], b["rows"], b["t_cols"], b["targets"]
+    """The teacher's scored batch."""
+    return {"ids": b["t_ids"], "mask": b["t_mask"], "rows": b["rows"], "cols": b["t_cols"], "targets": b["targets"]}
+
+
+def distill_loss(student, sb, teacher, *, backward=True, **kw):
+    """distill.distill_loss from a scored batch: the student's hidden rows, then eq. 4 (as distill_batch does)."""
+    with torch.set_grad_enabled(backward):
+        hidden = hidden_rows(student, sb)
+    return distill.distill_loss(student, hidden, sb["targets"], teacher, backward=backward, **kw)
 
 
 def run_impl(models, b, weights, kind="reverse", mix=0.5, support="topk", k=8, chunk=4,
              dtype64=False):
     student = models["student64" if dtype64 else "student"]
     teacher = models["teacher64" if dtype64 else "teacher"]
-    tt = teacher_targets(teacher, *T(b), k=k, chunk=chunk, keep_hidden=(support == "full"))
-    return distill_loss(student, *S(b), tt, weights=weights, kind=kind, mix=mix, support=support,
+    tt = teacher_targets(teacher, T(b), k=k, chunk=chunk, keep_hidden=(support == "full"))
+    return distill_loss(student, S(b), tt, weights=weights, kind=kind, mix=mix, support=support,
                         teacher_head=teacher if support == "full" else None, chunk=chunk)
 
 
@@ -237,7 +249,8 @@ def test_chunked_head_backward_equals_full_batch(chunk):
         return (w[sl] * divergence(logits.log_softmax(-1), t_logp[sl], "mixed", 0.3)).sum()
 
     def run(c):
-        body.zero_grad(set_to_none=True); head.zero_grad(set_to_none=True)
+        body.zero_grad(set_to_none=True)
+        head.zero_grad(set_to_none=True)
         if c is None:                                            # plain autograd, whole batch
             total = loss_fn(head(body(x)), slice(None))
             total.backward()
@@ -276,7 +289,7 @@ def test_final_hidden_left_padding_equals_unpadded(models):
 @pytest.mark.parametrize("k,chunk", [(8, 3), (V + 10, 100)])
 def test_teacher_targets_match_full_logits(models, k, chunk):
     b, teacher = make_batch(), models["teacher"]
-    tt = teacher_targets(teacher, *T(b), k=k, chunk=chunk, keep_hidden=True)
+    tt = teacher_targets(teacher, T(b), k=k, chunk=chunk, keep_hidden=True)
     with torch.no_grad():
         full = ref_logits(teacher, b["t_ids"], b["t_mask"])[b["rows"], b["t_cols"]]
     k = min(k, V)
@@ -355,10 +368,10 @@ def test_bf16_model_reduces_in_fp32(models):
     teacher = copy.deepcopy(models["teacher"]).bfloat16()
     b = make_batch()
     w = token_weights(b["rows"], b["n_seqs"])
-    tt = teacher_targets(teacher, *T(b), k=8, keep_hidden=True)
+    tt = teacher_targets(teacher, T(b), k=8, keep_hidden=True)
     assert tt["topk_logits"].dtype == torch.float32 and tt["target_logp"].dtype == torch.float32
     for support in ("topk", "full"):
-        out = distill_loss(student, *S(b), tt, weights=w, support=support, teacher_head=teacher,
+        out = distill_loss(student, S(b), tt, weights=w, support=support, teacher_head=teacher,
                            backward=False)
         assert out["loss"].dtype == torch.float32 and out["per_token_kl"].dtype == torch.float32
         # fp64 reference from the very same bf16-rounded logits (same bf16 matmul shapes).
@@ -379,18 +392,18 @@ def test_sampled_estimator_is_unbiased_by_enumeration(models):
     b = make_batch()
     n, w = len(b["rows"]), token_weights(b["rows"], b["n_seqs"])
     student, teacher = models["student64"], models["teacher64"]
-    tt = teacher_targets(teacher, *T(b), k=V, keep_hidden=True)
+    tt = teacher_targets(teacher, T(b), k=V, keep_hidden=True)
     student.zero_grad(set_to_none=True)
-    exact = distill_loss(student, *S(b), tt, weights=w, support="full", teacher_head=teacher)
+    exact = distill_loss(student, S(b), tt, weights=w, support="full", teacher_head=teacher)
     g_exact = grads(student)
     with torch.no_grad():
-        s_logp = ref_logits(student, *S(b)[:2])[b["rows"], b["s_cols"]].log_softmax(-1)
-        t_logp = ref_logits(teacher, *T(b)[:2])[b["rows"], b["t_cols"]].log_softmax(-1)
+        s_logp = ref_logits(student, b["s_ids"], b["s_mask"])[b["rows"], b["s_cols"]].log_softmax(-1)
+        t_logp = ref_logits(teacher, b["t_ids"], b["t_mask"])[b["rows"], b["t_cols"]].log_softmax(-1)
     student.zero_grad(set_to_none=True)
     expected_value = 0.0
     for y in range(V):                       # weight each outcome y by its probability p_s(y)
         ys = torch.full((n,), y, dtype=torch.long)
-        out = distill_loss(student, b["s_ids"], b["s_mask"], b["rows"], b["s_cols"], ys,
+        out = distill_loss(student, S(b, ys),
                            {"target_logp": t_logp[:, y]}, weights=w * s_logp[:, y].exp(),
                            support="sampled")
         expected_value += out["loss"].item()
@@ -408,7 +421,7 @@ def test_sampled_rejects_non_reverse_and_full_needs_teacher_head(models):
             run_impl(models, b, w, kind, support="sampled")
     tt = {"topk_logits": None, "topk_ids": None, "target_logp": None}
     with pytest.raises(ValueError):
-        distill_loss(models["student"], *S(b), tt, weights=w, support="full")
+        distill_loss(models["student"], S(b), tt, weights=w, support="full")
 
 
 def test_backward_false_gives_same_loss_and_no_grads(models):
@@ -417,14 +430,14 @@ def test_backward_false_gives_same_loss_and_no_grads(models):
     models["student"].zero_grad(set_to_none=True)
     with_bwd = run_impl(models, b, w, "mixed", support="topk")
     models["student"].zero_grad(set_to_none=True)
-    tt = teacher_targets(models["teacher"], *T(b), k=8)
-    no_bwd = distill_loss(models["student"], *S(b), tt, weights=w, kind="mixed", backward=False)
+    tt = teacher_targets(models["teacher"], T(b), k=8)
+    no_bwd = distill_loss(models["student"], S(b), tt, weights=w, kind="mixed", backward=False)
     assert math.isclose(no_bwd["loss"].item(), with_bwd["loss"].item(), rel_tol=1e-6)
     torch.testing.assert_close(no_bwd["student_target_logp"], with_bwd["student_target_logp"])
     assert all(p.grad is None for p in models["student"].parameters())
     # student_target_logp is the full-vocab log p_s(y_t)
     with torch.no_grad():
-        logp = ref_logits(models["student"], *S(b)[:2])[b["rows"], b["s_cols"]].log_softmax(-1)
+        logp = ref_logits(models["student"], b["s_ids"], b["s_mask"])[b["rows"], b["s_cols"]].log_softmax(-1)
     want = logp.gather(-1, b["targets"][:, None]).squeeze(-1)
     torch.testing.assert_close(no_bwd["student_target_logp"].double(), want, rtol=1e-5, atol=1e-5)
 
@@ -438,9 +451,9 @@ def test_sampled_estimator_at_sampling_temperature(models):
     n, w = len(b["rows"]), token_weights(b["rows"], b["n_seqs"])
     student, teacher = models["student64"], models["teacher64"]
     with torch.no_grad():
-        t_logp = (ref_logits(teacher, *T(b)[:2])[b["rows"], b["t_cols"]] / temp).log_softmax(-1)
+        t_logp = (ref_logits(teacher, b["t_ids"], b["t_mask"])[b["rows"], b["t_cols"]] / temp).log_softmax(-1)
     student.zero_grad(set_to_none=True)
-    s_logp = (ref_logits(student, *S(b)[:2])[b["rows"], b["s_cols"]] / temp).log_softmax(-1)
+    s_logp = (ref_logits(student, b["s_ids"], b["s_mask"])[b["rows"], b["s_cols"]] / temp).log_softmax(-1)
     exact = (w.double() * (s_logp.exp() * (s_logp - t_logp)).sum(-1)).sum()   # textbook KL at T
     exact.backward()
     g_exact = grads(student)
@@ -449,12 +462,12 @@ def test_sampled_estimator_at_sampling_temperature(models):
     expected_value = 0.0
     for y in range(V):
         ys = torch.full((n,), y, dtype=torch.long)
-        out = distill_loss(student, b["s_ids"], b["s_mask"], b["rows"], b["s_cols"], ys,
+        out = distill_loss(student, S(b, ys),
                            {"target_logp": t_logp[:, y]}, weights=w * p_sample[:, y],
                            support="sampled", temperature=temp)
         expected_value += out["loss"].item()
     assert math.isclose(expected_value, exact.item(), rel_tol=1e-10)
     assert_grads_close(grads(student), g_exact, rtol=1e-6)
     # and the teacher side: teacher_targets(temperature=T) gives the tempered log p_t(y)
-    tt = teacher_targets(teacher, *T(b), k=4, temperature=temp)
+    tt = teacher_targets(teacher, T(b), k=4, temperature=temp)
     assert torch.allclose(tt["target_logp"], t_logp.gather(-1, b["targets"][:, None]).squeeze(-1))

@@ -1,8 +1,8 @@
-"""distributed.py: train.py under torchrun, FSDP2 on CPU with the gloo backend, 2 processes.
+"""machinery/distributed.py: train.py under torchrun, FSDP2 on CPU with the gloo backend, 2 processes.
 
 1. One Phase-2 step (LM head tied to the embedding, as in Qwen3-4B, and untied, as in Qwen3-8B)
    and one SRT step on 2 ranks give the loss and the updated weights of 1 process on the same
-   global batch (tests/dist_worker.py runs them through revise.py and plumbing.py).
+   global batch (tests/dist_worker.py runs them through distill.py, revise.py and machinery/optim.py).
 2. A short run under torchrun --nproc_per_node=2 finishes, writes its table once, and after a
    kill -9 of every process, --resume continues it to the same per-step numbers as an uncut run.
 3. The generation budget and the metrics of a 2-rank run add up to those of the single run.
@@ -24,6 +24,8 @@ import time
 import pytest
 import torch
 
+import config
+import data
 import train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -80,10 +82,11 @@ def test_two_ranks_make_the_one_process_update(step_results):
 def _boxing_model(path, questions):
     """conftest's tiny XS model, fine-tuned for ~60 steps to answer '\\boxed{1}' or '\\boxed{2}' (and
     the same after a control phrase): about half its answers are right, so every phase has work."""
-    import toy
     from conftest import CORPUS
+
+    import toy
     from generate import prompt_ids
-    from plumbing import make_optimizer
+    from machinery.optim import make_optimizer
     from revise import Phrases, phrase_ids, srt_backward, srt_example
     tok = toy.make_tokenizer(CORPUS + [q + " \\boxed{1} \\boxed{2}" for q in questions], vocab_size=400)
     model = toy.make_model(tok, "XS", seed=0)
@@ -211,7 +214,7 @@ def test_two_rank_budget_and_metrics_add_up(world, uncut, step_results):
     m1, m2 = _metrics(one_dir), _metrics(ref_dir)
     assert [(r["phase"], r["step"], r["generations"]) for r in m2] == \
         [(r["phase"], r["step"], r["generations"]) for r in m1]
-    budget = train.planned_budget(train.resolve(train.build_parser().parse_args(world["args"])), 24)
+    budget = data.planned_budget(config.parse(world["args"]), 24)
     assert m2[-1]["generations"] == m1[-1]["generations"] == budget == 8 * 4 + 10 * 4
     # the 2-rank means are means over the whole batch: tokens per step = mean length x rollouts
     prev = s2["generated_tokens"]

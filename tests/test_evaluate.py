@@ -9,12 +9,11 @@ import torch
 
 import distill
 import evaluate
-import heldout
+import generate
 import revise
-import selfloc
+from evaluate import kl_concentration, pass_at_k
 from generate import Rollout
-from evaluate import pass_at_k
-from selfloc import kl_concentration
+from machinery import report
 
 
 @pytest.mark.parametrize("n,c,k", [(n, c, k) for n in range(1, 7) for c in range(n + 1)
@@ -51,7 +50,7 @@ def test_revision_arithmetic_on_scripted_generator(tiny, monkeypatch):
                 for i, (p, x) in enumerate(zip(prompts, texts))]
 
     monkeypatch.setattr(evaluate, "rollout", fake_rollout)          # the revisions
-    monkeypatch.setattr(revise, "rollout", fake_rollout)            # the answers (sample_and_grade)
+    monkeypatch.setattr(generate, "rollout", fake_rollout)          # the answers (sample_and_grade)
     ev = evaluate.evaluate_model(model, tok, items, k=1)
     rv = ev["revision"]
     assert ev["avg@1"] == 0.5
@@ -82,11 +81,11 @@ def test_token_scores_zero_when_teacher_ignores_context(tiny):
     model, tok = tiny
     items = [{"question": "What is 1+2?", "answer": "3"}, {"question": "What is 2+2?", "answer": "4"}]
     rolls, rws = evaluate.sample_and_grade(model, tok, items, gen={"max_new_tokens": 6, "temperature": 1.0})
-    sc = selfloc.token_scores(model, model, tok, rolls, rws)
+    sc = evaluate.token_scores(model, model, tok, rolls, rws)
     for r, s in zip(rolls, sc):
         assert len(s["kl"]) == len(r.completion_ids)
         assert all(v >= -1e-6 for v in s["kl"]) and all(math.isfinite(v) for v in s["reward_tok"])
-    summ = selfloc.selfloc_summary(sc, rws)
+    summ = evaluate.selfloc_summary(sc, rws)
     assert summ["wrong"]["responses"] + summ["right"]["responses"] == len(rolls)
 
 
@@ -98,7 +97,7 @@ def test_html_escapes_model_text(tiny, tmp_path):
     rolls = [Rollout(0, [1, 2], ids, evil, False)]
     scores = [{"kl": [0.1] * len(ids), "reward_tok": [0.0] * len(ids)}]
     path = tmp_path / "x.html"
-    selfloc.selfloc_html(str(path), tok, items, rolls, [0.0], scores, title=evil)
+    report.selfloc_html(str(path), tok, items, rolls, [0.0], scores, revise.Phrases(), title=evil)
     text = path.read_text()
     assert "<script" not in text.lower() and "&lt;script&gt;" in text
     assert "<b>3</b>" not in text
@@ -208,9 +207,10 @@ def test_table_pool_keeps_existing_eval_and_rng(tiny_dir, tmp_path):
     from types import SimpleNamespace
 
     from conftest import build_tiny
+
+    from evaluate import Table
     from generate import load_model
-    from heldout import Table
-    from plumbing import Run, seed_all
+    from machinery.run import Run, seed_all
     items = [{"question": f"What is {i}+2?", "answer": str(i + 2)} for i in range(6)]
     gen = {"max_new_tokens": 6, "temperature": 1.0, "batch_size": 8}
     args = SimpleNamespace(seed=3, task="math", eval_k=1, p_correct=revise.P_CORRECT, p_wrong=revise.P_WRONG,
@@ -224,16 +224,16 @@ def test_table_pool_keeps_existing_eval_and_rng(tiny_dir, tmp_path):
 
     run = Run(str(tmp_path / "run"), {}, resume=False)
     table = Table(args, run, tok, items, gen)
-    table.add("base", a, "0")
+    table.add("base", a, 0)
     assert (torch.equal(torch.get_rng_state(), after_plain[0]) and random.getstate() == after_plain[1])
     ev = table.evals["base"]
     assert {k: v for k, v in ev.items() if k not in ("pool", "generations_used")} == evaluate.json_safe(plain)
     assert ev["generations_used"] == 0 and ev["pool"]["pool_size"] == 6
     pool = evaluate.load_pool(run.path("revision_pool.jsonl"))
     assert pool == evaluate.revision_pool(items, rolls, rws)        # the base's evaluated answers
-    table.add("other", b, "12 (in Phase 2)")
+    table.add("other", b, 12, "(in Phase 2)")
     assert table.evals["other"]["generations_used"] == 12
-    assert "| pool correction | pool break |" in heldout.results_table(table.rows, table.budgets)
+    assert "| pool correction | pool break |" in evaluate.results_table(table.rows, table.budgets)
 
     resumed = Table(SimpleNamespace(**{**vars(args), "resume": True}), Run(str(tmp_path / "run"), {}, True),
                     tok, items, gen)
@@ -249,7 +249,8 @@ def test_accuracy_per_difficulty_band():
     bands = evaluate.band_accuracy(items, rolls, rewards)
     assert bands == {"common": {"avg": 2 / 3, "questions": 2}, "rare": {"avg": 2 / 4, "questions": 3}}
     ev = {"k": 1, "avg@1": 0.5, "pass@1": 0.5, "mean_tokens": 1.0, "truncated_share": 0.0, "bands": bands}
-    md = heldout.results_table([("base", ev)], {"base": "0"})
+    md = evaluate.results_table([("base", ev)], {"base": "0"})
     head, _, row = md.splitlines()
-    assert head.startswith("| model | avg@1 | common | rare | pass@1 |") and row.startswith("| base |  50.0 |  66.7 |  50.0 |")
-    assert "common" not in heldout.results_table([("base", {**ev, "bands": {}})], {})   # no bands, no columns
+    assert head.startswith("| model | avg@1 | common | rare | pass@1 |")
+    assert row.startswith("| base |  50.0 |  66.7 |  50.0 |")
+    assert "common" not in evaluate.results_table([("base", {**ev, "bands": {}})], {})   # no bands, no columns

@@ -1,5 +1,6 @@
 """generate.py: loading, prompts, and rollouts on a tiny random model (no hub)."""
 import pytest
+
 import generate
 from generate import ModelLoadError, cut_at_eos, load_model, prompt_ids, rollout
 

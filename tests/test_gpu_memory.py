@@ -1,11 +1,11 @@
-"""gpu_memory.py: its terms against the real objects (parameter count, KV cache), and the fit check
+"""machinery/gpu_memory.py: its terms against the real objects (parameter count, KV cache), and the fit check
 that stops a CUDA run before loading, in one line naming the flag to change."""
 import pytest
 import torch
 from transformers import DynamicCache, Qwen3Config, Qwen3ForCausalLM
 
-import gpu_memory
-from generate import fit_check
+from machinery import gpu_memory
+from machinery.gpu_memory import fit_check
 
 
 def _cfg(**over):
@@ -85,7 +85,7 @@ def test_fit_check_is_silent_on_cpu(paper_dir):
 
 
 def test_cuda_runs_ask_for_expandable_segments_and_keep_a_users_setting(monkeypatch):
-    from generate import train_precision
+    from machinery.gpu_memory import train_precision
     monkeypatch.delenv("PYTORCH_CUDA_ALLOC_CONF", raising=False)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert train_precision(False, False) == (None, True)          # bf16 by load_model, checkpointing on

@@ -1,5 +1,5 @@
 """The CUDA path on CPU (train.py --gpu-path): bf16 student and teacher, gradient checkpointing,
-plumbing.AdamW's stochastic rounding and the hand-written chunked head backward, together, through
+optim.AdamW's stochastic rounding and the hand-written chunked head backward, together, through
 Phase 1, SRT, Phase 2 and a resume; and Phase 2 holding exactly student + teacher + one optimizer."""
 import gc
 import json
@@ -11,8 +11,9 @@ from transformers import PreTrainedModel
 import distill
 import reward
 import train
+from distill import teacher_contexts
 from generate import load_model, set_gradient_checkpointing
-from revise import phase2_batch, srt_backward, srt_example
+from revise import srt_backward, srt_example
 
 
 def _write_math(path, n=24):
@@ -40,7 +41,8 @@ def _revisions(path, tiny_dir):
 
 
 def _args(tiny_dir, data, runs, name):
-    return ["--revisions", _revisions(runs.parent / "revisions.jsonl", tiny_dir), "--model", tiny_dir, "--data", data, "--runs-dir", str(runs), "--run-name", name, "--quiet",
+    return ["--revisions", _revisions(runs.parent / "revisions.jsonl", tiny_dir), "--model", tiny_dir,
+            "--data", data, "--runs-dir", str(runs), "--run-name", name, "--quiet",
             "--threads", "1", "--max-new-tokens", "8", "--gen-batch", "8", "--micro-batch", "2",
             "--batch-questions", "4", "--lr", "1e-3", "--srt-lr", "1e-3", "--save-every", "1", "--no-eval",
             "--gpu-path", "--phase1-questions", "6", "--srt-steps", "2", "--srt-batch-size", "4",
@@ -70,9 +72,9 @@ def verifier_says_half(monkeypatch):
 
 def test_cuda_path_on_cpu_phase1_srt_phase2_and_resume(tmp_path, tiny_dir, monkeypatch, verifier_says_half):
     data, runs = _write_math(tmp_path / "math.jsonl"), tmp_path / "runs"
-    seen, real_step = [], train.distill_step
+    seen, real_step = [], distill.phase2_step
 
-    def spy(args, student, teacher, tok, items, phrases, eos, fail_at=None):
+    def spy(args, student, teacher, tok, items, fail_at=None, **kw):
         models, opts = _ours(tmp_path, tiny_dir)
         seen.append({"models": len(models), "opts": len(opts),
                      "dtypes": {p.dtype for m in models for p in m.parameters()},
@@ -82,9 +84,9 @@ def test_cuda_path_on_cpu_phase1_srt_phase2_and_resume(tmp_path, tiny_dir, monke
                      "student_in_models": any(m is student for m in models)})
         if fail_at is not None and len(seen) == fail_at:
             raise RuntimeError("killed mid Phase 2")
-        return real_step(args, student, teacher, tok, items, phrases, eos)
+        return real_step(args, student, teacher, tok, items, **kw)
 
-    monkeypatch.setattr(train, "distill_step", spy)
+    monkeypatch.setattr(distill, "phase2_step", spy)
     assert train.main(_args(tiny_dir, data, runs, "ref")) == 0
     ref = [json.loads(line) for line in open(runs / "ref" / "metrics.jsonl")]
     # Phase 2 holds exactly two copies (student, teacher) and one optimizer: nothing from Phase 1.
@@ -97,11 +99,11 @@ def test_cuda_path_on_cpu_phase1_srt_phase2_and_resume(tmp_path, tiny_dir, monke
 
     # Killed inside Phase-2 step 2 (after step 1's checkpoint), then --resume: the same step 2.
     seen.clear()
-    monkeypatch.setattr(train, "distill_step", lambda *a, **k: spy(*a, **k, fail_at=2))
+    monkeypatch.setattr(distill, "phase2_step", lambda *a, **k: spy(*a, **k, fail_at=2))
     with pytest.raises(RuntimeError):
         train.main(_args(tiny_dir, data, runs, "cut"))
     seen.clear()
-    monkeypatch.setattr(train, "distill_step", spy)
+    monkeypatch.setattr(distill, "phase2_step", spy)
     assert train.main(_args(tiny_dir, data, runs, "cut") + ["--resume"]) == 0
     assert seen[0]["moments"] == {torch.float32}, "--resume puts the fp32 moments back as fp32"
     cut = [json.loads(line) for line in open(runs / "cut" / "metrics.jsonl")]
@@ -128,15 +130,16 @@ def test_checkpointed_and_plain_steps_give_the_same_gradients_in_bf16(tiny_dir):
     g = torch.Generator().manual_seed(0)
     x, yi, yr = (torch.randint(5, V, (m,), generator=g).tolist() for m in (12, 20, 24))
     srt_ex = srt_example(x, yi, [7, 8, 9], yr, {0})
-    b = phase2_batch([x, x[:7]], [yi, yr], [[7, 8, 9]] * 2, {0}, 0)
-    n = len(b["student"]["targets"])
+    xs, ys = [x, x[:7]], [yi, yr]
+    tcs = teacher_contexts(xs, ys, [[7, 8, 9]] * 2, {0})
+    n = sum(map(len, ys))
     out = {}
     for ckpt in (False, True):
         set_gradient_checkpointing(student, ckpt)
         srt_backward(student, [srt_ex], "joint", 0, 1)
         gs = _grads(student)
         student.zero_grad(set_to_none=True)
-        distill.distill_pair(student, teacher, b["student"], b["teacher"], weights=torch.full((n,), 1.0 / n))
+        distill.distill_batch(student, teacher, xs, tcs, ys, 0, weights=torch.full((n,), 1.0 / n), micro_batch=2)
         out[ckpt] = (gs, _grads(student))
         student.zero_grad(set_to_none=True)
     for plain, ck in zip(out[False], out[True]):

@@ -1,8 +1,8 @@
-"""plumbing.AdamW: textbook AdamW on fp32 weights; unbiased stochastic rounding on bf16 weights."""
+"""machinery/optim.py's AdamW: textbook AdamW on fp32 weights; unbiased stochastic rounding on bf16 weights."""
 import pytest
 import torch
 
-from plumbing import AdamW, stochastic_round_bf16
+from machinery.optim import AdamW, stochastic_round_bf16
 
 
 def test_matches_torch_adamw_on_fp32():
@@ -49,7 +49,7 @@ def test_bf16_weights_learn_tiny_updates_that_plain_rounding_loses():
 
 
 def test_nonfinite_gradient_skips_the_step_and_repeated_ones_stop_the_run():
-    from plumbing import BadSteps, cosine_schedule, step_optimizer
+    from machinery.optim import BadSteps, cosine_schedule, step_optimizer
     m = torch.nn.Linear(3, 1)
     before = [p.detach().clone() for p in m.parameters()]
     opt = AdamW(m.parameters(), lr=0.1)
@@ -105,7 +105,7 @@ def _roundtrip(obj):
 
 
 # --------------------------------------------------------------------------------------------
-# Teacher sync on a plateau (plumbing.plateau_reached) against a slow, obviously correct reference
+# Teacher sync on a plateau (train.plateau_reached) against a slow, obviously correct reference
 # --------------------------------------------------------------------------------------------
 def _plateau_reference(rewards, patience, max_syncs, delta=0.01):
     """Steps (1-based) at which to sync, recomputed from the whole history at every step: after the
@@ -127,7 +127,7 @@ def _plateau_reference(rewards, patience, max_syncs, delta=0.01):
 
 
 def _plateau_fast(rewards, patience, max_syncs):
-    from plumbing import plateau_reached
+    from train import plateau_reached
     state, syncs = {}, []
     for t, r in enumerate(rewards, 1):
         if len(syncs) < max_syncs and plateau_reached(state, r, t, patience):

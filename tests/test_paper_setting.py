@@ -7,6 +7,7 @@ import types
 
 import pytest
 
+import config
 import data
 import train
 
@@ -83,7 +84,7 @@ def test_paper_split_is_15k_plus_500_verified_disjoint_and_seeded(monkeypatch):
     assert not bad & {r["id"] for r in train_a + test_a}     # proofs and unverified are out
     assert set(train_a[0]) == {"id", "question", "answer", "solution"}
     # Table 13's best split of the 15K: 6K for Phase 1, 9K for Phase 2, disjoint
-    args = train.resolve(train.build_parser().parse_args(["--model", "x"]))
+    args = config.parse(["--model", "x"])
     n1, n2 = data.split_phases(train_a, args.phase1_questions, seed=args.seed)
     assert (len(n1), len(n2)) == (6000, 9000)
     assert not {r["id"] for r in n1} & {r["id"] for r in n2}
@@ -96,7 +97,7 @@ def test_too_few_verified_problems_is_a_clear_error(monkeypatch):
 
 
 def paper_args(*extra):
-    return train.resolve(train.build_parser().parse_args(["--model", "x", *extra]))
+    return config.parse(["--model", "x", *extra])
 
 
 def test_paper_budget_arithmetic():
@@ -104,14 +105,14 @@ def test_paper_budget_arithmetic():
     at 128 per step = ceil(70.3) = 71 steps = 9,088 generations (paper App. C.2: 40K + 9K)."""
     a = paper_args()
     assert (a.phase1_questions, a.max_traces, a.steps, a.phase2_epochs) == (6000, 6000, 0, 1.0)
-    assert train.phase2_steps(a, 9000) == 71 == math.ceil(9000 / 128)
-    assert train.planned_budget(a, 15_000) == 6000 * 4 + 71 * 128 == 33_088
-    assert train.planned_budget(paper_args("--phase2-epochs", "5"), 15_000) == 24_000 + 352 * 128
-    assert train.planned_budget(paper_args("--steps", "10", "--rollouts-per-question", "2"),
+    assert data.phase2_steps(a, 9000) == 71 == math.ceil(9000 / 128)
+    assert data.planned_budget(a, 15_000) == 6000 * 4 + 71 * 128 == 33_088
+    assert data.planned_budget(paper_args("--phase2-epochs", "5"), 15_000) == 24_000 + 352 * 128
+    assert data.planned_budget(paper_args("--steps", "10", "--rollouts-per-question", "2"),
                                 15_000) == 24_000 + 10 * 128 * 2
-    assert train.planned_budget(paper_args("--n-init", "2", "--n-rev", "1"), 15_000) == 6000 * 2 * 2 + 71 * 128
+    assert data.planned_budget(paper_args("--n-init", "2", "--n-rev", "1"), 15_000) == 6000 * 2 * 2 + 71 * 128
     with pytest.raises(SystemExit, match="--budget"):
-        train.planned_budget(paper_args("--revise-correct", "0"), 15_000)
+        data.planned_budget(paper_args("--revise-correct", "0"), 15_000)
 
 
 def test_planned_budget_equals_what_sdzero_spends(tmp_path, tiny_dir, monkeypatch):
@@ -137,6 +138,6 @@ def test_planned_budget_equals_what_sdzero_spends(tmp_path, tiny_dir, monkeypatc
             "--gen-batch", "16", "--run-name", "budget"]
     assert train.main(argv) == 0
     last = [json.loads(line) for line in open(tmp_path / "runs" / "budget" / "metrics.jsonl")][-1]
-    planned = train.planned_budget(train.resolve(train.build_parser().parse_args(argv)), 11)
+    planned = data.planned_budget(config.parse(argv), 11)
     assert last["generations"] == planned == 4 * (1 + 2) + math.ceil(7 / 3) * 3
     assert last["step"] == math.ceil(7 / 3)

@@ -24,8 +24,10 @@ import torch
 import evaluate
 import reward
 import train
-from generate import (end_of_turn_id, eos_ids, load_model, prompt_ids, prompt_text, rollout)
-from revise import P_CORRECT, P_WRONG, grade, phase2_batch, phrase_ids, reviser_prompt, srt_example
+from distill import phase2_batch, teacher_contexts
+from generate import end_of_turn_id, eos_ids, load_model, prompt_ids, prompt_text, rollout
+from revise import phrase_ids, reviser_prompt, srt_example
+from reward import P_CORRECT, P_WRONG, grade
 
 SEED = 1234
 COMMON = ["--quiet", "--threads", "1", "--seed", str(SEED), "--no-eval"]
@@ -39,7 +41,7 @@ def write_jsonl(path, rows):
 
 
 def read_jsonl(path):
-    return [json.loads(l) for l in open(path) if l.strip()]
+    return [json.loads(line) for line in open(path) if line.strip()]
 
 
 @pytest.fixture(scope="module")
@@ -184,7 +186,7 @@ def test_teacher_scores_exactly_the_sampled_ids(smol, rolls):
     ys = [r.completion_ids for r in picked]
     phrases = [P_WRONG, P_CORRECT, P_WRONG]
     ss = [phrase_ids(tok, p) for p in phrases]
-    b = phase2_batch(xs, ys, ss, eos, tok.pad_token_id)
+    b = phase2_batch(xs, teacher_contexts(xs, ys, ss, eos), ys, tok.pad_token_id)
     st, te = b["student"], b["teacher"]
     flat = [t for y in ys for t in y]
     assert te["targets"].tolist() == flat and st["targets"].tolist() == flat
@@ -203,7 +205,8 @@ def test_teacher_scores_exactly_the_sampled_ids(smol, rolls):
         # The first copy never closes the turn; only the scored copy ends with <|im_end|>.
         assert row.count(eot) == n_eot_x + (1 if r.finished else 0)
 
-    out = distill.distill_pair(model, model, st, te, weights=torch.zeros(len(flat)), backward=False)
+    out = distill.distill_batch(model, model, xs, teacher_contexts(xs, ys, ss, eos), ys, tok.pad_token_id,
+                                weights=torch.zeros(len(flat)), micro_batch=len(ys), backward=False)
     model.eval()
     with torch.no_grad():
         ref_t, ref_s = [], []

@@ -1,16 +1,15 @@
-"""report.py: the page of a real (tiny) train.py run is self-contained, draws one polyline per
+"""machinery/report.py: the page of a real (tiny) train.py run is self-contained, draws one polyline per
 series, marks teacher syncs, and escapes everything it reads from the run folder. The same run
 checks that train.py writes the shared revision pool and the pool columns."""
 import html
 import json
-import os
 import re
 import shutil
 
 import pytest
 
-import report
 import train
+from machinery import report
 
 EVIL = "<img src=x onerror=alert(1)>"            # a run name is a folder name: no slash, but markup
 

@@ -1,12 +1,16 @@
-"""revise.py: exact id layouts, SRT masks (eq. 1–2), Phase-2 alignment (eq. 4), Phase-1 collection."""
+"""revise.py and distill.py's layouts: exact ids, SRT masks (eq. 1–2), Phase-2 alignment (eq. 4),
+Phase-1 collection."""
 import json
 
 import pytest
 import torch
 
+import generate
 import revise
-from revise import (Phrases, phase2_batch, reviser_prompt, score_positions, srt_example,
-                    strip_eos, teacher_sequence, trim_repeated_tail)
+import reward
+from distill import fit_teacher_budget, phase2_batch, teacher_contexts, teacher_sequence
+from machinery.lm_head import score_positions
+from revise import Phrases, reviser_prompt, srt_example, strip_eos, trim_repeated_tail
 
 EOS = 2
 X = [10, 11, 12]
@@ -17,7 +21,7 @@ def test_control_phrases_follow_reward():
     ph = Phrases()
     assert ph.pick(1.0) == "Let me rephrase the above solution."
     assert ph.pick(0.0) == "Wait, this response is not correct, let me start over."
-    assert Phrases(wrong=revise.P_WRONG_OFFICIAL).pick(0) == "Wait, this response is wrong. Let me correct it."
+    assert Phrases(wrong=reward.P_WRONG_OFFICIAL).pick(0) == "Wait, this response is wrong. Let me correct it."
 
 
 def test_reviser_prompt_drops_only_trailing_eos():
@@ -59,7 +63,7 @@ def test_alignment_property_on_padded_batch(seed):
             y = y + [EOS]                                     # finished vs truncated answers
         ys.append(y)
     ss = [[30, 31] if torch.rand(1, generator=g) < 0.5 else [40, 41, 42] for _ in range(B)]
-    b = phase2_batch(xs, ys, ss, {EOS}, pad_id=0)
+    b = phase2_batch(xs, teacher_contexts(xs, ys, ss, {EOS}), ys, pad_id=0)
     s, t = b["student"], b["teacher"]
     flat_y = [tok for y in ys for tok in y]
     assert s["targets"].tolist() == flat_y and t["targets"].tolist() == flat_y
@@ -77,9 +81,9 @@ def test_alignment_property_on_padded_batch(seed):
 
 def test_fit_teacher_budget_truncates_symmetrically():
     y = list(range(100))
-    out = revise.fit_teacher_budget(10, y, 4, 10 + 4 + 2 * 40)
+    out = fit_teacher_budget(10, y, 4, 10 + 4 + 2 * 40)
     assert out == y[:40]
-    assert revise.fit_teacher_budget(10, y, 4, 1000) == y
+    assert fit_teacher_budget(10, y, 4, 1000) == y
 
 
 def test_trim_repeated_tail():
@@ -108,7 +112,8 @@ def test_collection_keeps_only_verified_revisions_and_never_shows_gold(tiny, mon
                 out.append(Rollout(i, list(p), ids, text, True))
         return out
 
-    monkeypatch.setattr(revise, "rollout", fake_rollout)
+    monkeypatch.setattr(revise, "rollout", fake_rollout)       # the revisions
+    monkeypatch.setattr(generate, "rollout", fake_rollout)     # y_init (generate.sample_and_grade)
     items = [{"id": "a", "question": "What is 1+2?", "answer": "3"},
              {"id": "b", "question": "What is 3*4?", "answer": "12"}]
     rows, stats = revise.collect_revisions(model, tok, items, n_rev=3)
@@ -157,7 +162,8 @@ def _scripted_collection(tok, monkeypatch, finished_rev=True, texts=None):
                 fin = init or finished_rev
                 out.append(Rollout(i, list(p), ids + ([tok.eos_token_id] if fin else []), text, fin))
         return out
-    monkeypatch.setattr(revise, "rollout", fake_rollout)
+    monkeypatch.setattr(revise, "rollout", fake_rollout)       # the revisions
+    monkeypatch.setattr(generate, "rollout", fake_rollout)     # y_init (generate.sample_and_grade)
 
 
 def test_truncated_revisions_are_not_kept_even_when_correct(tiny, monkeypatch):
@@ -172,8 +178,8 @@ def test_max_traces_caps_kept_revisions_deterministically(tiny, monkeypatch):
     items = [{"id": i, "question": f"{i}+2?", "answer": "3"} for i in range(6)]
     _scripted_collection(tok, monkeypatch, texts=["\\boxed{3}", "\\boxed{3.0}"])
     full, st_full = revise.collect_revisions(model, tok, items, n_rev=2)
-    a, st_a = revise.collect_revisions(model, tok, items, n_rev=2, max_traces=5, seed=1)
-    b, _ = revise.collect_revisions(model, tok, items, n_rev=2, max_traces=5, seed=1)
+    a, st_a = revise.cap_traces(*revise.collect_revisions(model, tok, items, n_rev=2), max_traces=5, seed=1)
+    b, _ = revise.cap_traces(*revise.collect_revisions(model, tok, items, n_rev=2), max_traces=5, seed=1)
     assert st_full["kept"] == 12 and st_a["verified_unique"] == 12 and st_a["kept"] == 5
     assert a == b and all(r in full for r in a)
     assert st_a["kept_from_wrong_init"] + st_a["kept_from_correct_init"] == 5
@@ -186,7 +192,7 @@ def test_code_grading_uses_the_runs_own_phrases(monkeypatch):
     def fake_batch(texts, tests, control_phrases=None, **kw):
         seen["phrases"] = control_phrases
         return [0.0] * len(texts)
-    monkeypatch.setattr(revise.reward, "code_reward_batch", fake_batch)
+    monkeypatch.setattr(reward, "code_reward_batch", fake_batch)
     ph = Phrases("Say it again.", "No, redo.")
-    revise.grade("code", ["x"], [{"tests": {"stdio": [{"input": "", "output": ""}]}}], ph)
+    reward.grade("code", ["x"], [{"tests": {"stdio": [{"input": "", "output": ""}]}}], ph)
     assert seen["phrases"] == ("Say it again.", "No, redo.")

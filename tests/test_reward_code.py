@@ -16,10 +16,10 @@ sys.path.insert(0, str(ROOT))
 
 import verifier.harness  # noqa: E402
 import verifier.sandbox  # noqa: E402
-from reward import (CONTROL_PHRASES, code_reward, code_reward_batch, extract_code, run_python,  # noqa: E402
-                    sandbox_protections)
+from reward import CONTROL_PHRASES, code_reward, code_reward_batch, extract_code, run_python, sandbox_protections  # noqa: E402
 
-FIXTURES = [json.loads(ln) for ln in (ROOT / "verifier" / "cases" / "code_fixtures.jsonl").read_text(encoding="utf-8").splitlines()]
+FIXTURES = [json.loads(ln) for ln in
+            (ROOT / "verifier" / "cases" / "code_fixtures.jsonl").read_text(encoding="utf-8").splitlines()]
 PROT = sandbox_protections()
 
 
@@ -151,7 +151,8 @@ def test_no_network():
     srv.listen(1)
     port = srv.getsockname()[1]
     try:
-        r = run_python(f"import socket\nsocket.create_connection(('127.0.0.1', {port}), timeout=1)\nprint('connected')")
+        r = run_python(f"import socket\nsocket.create_connection(('127.0.0.1', {port}), timeout=1)\n"
+                       "print('connected')")
         assert r["rc"] != 0 and "connected" not in r["stdout"]
     finally:
         srv.close()

@@ -13,9 +13,7 @@ sys.path.insert(0, str(ROOT))
 
 import reward  # noqa: E402
 import verifier.answer  # noqa: E402
-from reward import (CONTROL_PHRASES, VERIFIER_VERSION, extract_boxed, math_equal,  # noqa: E402
-                    math_reward)
-
+from reward import CONTROL_PHRASES, VERIFIER_VERSION, extract_boxed, math_equal, math_reward  # noqa: E402
 
 
 def _jsonl(name):

@@ -6,7 +6,6 @@ the disk exactly as it was (except its own temp folder), whatever it tries, and 
 the one its output deserves. Where this machine cannot contain writes, the tests that need containment skip
 with the reason sandbox_protections() gives, and the test of the fallback still runs.
 """
-import errno
 import json
 import os
 import secrets

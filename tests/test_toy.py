@@ -146,7 +146,8 @@ def test_tiny_build_writes_loadable_hf_folder_and_jsonl(tmp_path):
     rows = {k: [json.loads(line) for line in open(r[k])] for k in ("train", "test")}
     assert len(rows["test"]) == 300 and len(rows["train"]) >= 1300
     for row in rows["train"][:50] + rows["test"]:
-        assert set(row) == {"id", "question", "answer", "band"} and row["band"] == "common" and "boxed" not in row["answer"]
+        assert set(row) == {"id", "question", "answer", "band"} and row["band"] == "common"
+        assert "boxed" not in row["answer"]
         assert int(row["answer"]) == toy.answer(toy.parse_question(row["question"]))
     assert not {x["question"] for x in rows["train"]} & {x["question"] for x in rows["test"]}
     # cached: a second call returns at once; a missing completion marker means "build again"

@@ -69,7 +69,7 @@ def test_refuses_to_overwrite_a_run(tmp_path, tiny_dir, math_data):
 
 
 def _metrics(path):
-    return [json.loads(l) for l in open(path)]
+    return [json.loads(line) for line in open(path)]
 
 
 def _run(args, **kw):
@@ -164,7 +164,7 @@ def prompt_text_stub(it):
 
 
 def test_code_task_end_to_end(tmp_path):
-    rows = [json.loads(l) for l in open(os.path.join(ROOT, "verifier", "cases", "code_fixtures.jsonl"))]
+    rows = [json.loads(line) for line in open(os.path.join(ROOT, "verifier", "cases", "code_fixtures.jsonl"))]
     items = [r for r in rows if r["id"] in ("s01", "s03", "s11")]
     data = write_jsonl(tmp_path / "code.jsonl", items)
     model_dir = _memorising_code_model(tmp_path / "coder", items)
@@ -181,7 +181,7 @@ def test_code_task_end_to_end(tmp_path):
     ev = json.load(open(run / "eval.json"))
     assert set(ev) == {"base", "SRT", "SD-Zero"}
     assert 0 < ev["base"]["avg@1"] < 1               # the runner both passes and fails programs
-    recs = [json.loads(l) for l in open(run / "metrics.jsonl")]
+    recs = [json.loads(line) for line in open(run / "metrics.jsonl")]
     assert [r["phase"] for r in recs] == ["srt"] * 3 + ["distill"] * 2
     assert (run / "srt" / "config.json").exists() and (run / "final" / "config.json").exists()
 
@@ -190,8 +190,9 @@ def test_toy_world_end_to_end_tiny_budget(tmp_path):
     """`python train.py` on the toy world (no --model), from the shipped base, with tiny phases:
     every stage runs, every promised output exists, and the metrics carry the promised fields."""
     runs = tmp_path / "runs"
-    args = ["--runs-dir", str(runs), "--quiet", "--phase1-questions", "128", "--srt-steps", "8", "--srt-batch-size", "16",
-            "--steps", "4", "--batch-questions", "8", "--eval-questions", "48", "--teacher-sync", "2"]
+    args = ["--runs-dir", str(runs), "--quiet", "--phase1-questions", "128", "--srt-steps", "8",
+            "--srt-batch-size", "16", "--steps", "4", "--batch-questions", "8", "--eval-questions", "48",
+            "--teacher-sync", "2"]
     assert train.main(args) == 0
     run = runs / "toy"
     for name in ("config.json", "metrics.jsonl", "revisions.jsonl", "phase1_stats.json", "eval.json",
@@ -200,7 +201,7 @@ def test_toy_world_end_to_end_tiny_budget(tmp_path):
         assert (run / name).exists(), name
     stats = json.load(open(run / "phase1_stats.json"))
     assert stats["questions"] == 128 and stats["generations"] == 128 * 4 and stats["kept"] >= 1
-    recs = [json.loads(l) for l in open(run / "metrics.jsonl")]
+    recs = [json.loads(line) for line in open(run / "metrics.jsonl")]
     p2 = [r for r in recs if r["phase"] == "distill"]
     assert len(p2) == 4 and p2[-1]["teacher_syncs"] == 2
     for key in ("reward", "loss", "kl", "grad_norm", "lr", "response_tokens", "truncated",
