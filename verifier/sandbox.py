@@ -291,16 +291,21 @@ def run_python(source: str, stdin: str = "", timeout: float = 2.0, files: dict |
             with open(os.path.join(work, name), "w", encoding="utf-8") as f:
                 f.write(text)
         limits = [memory_mb << 20, int(math.ceil(timeout)) + 1, output_limit, 64, 0]
-        cmd = [sys.executable, "-I", "-B", main, *args]
-        if prot.get("_unshare_fs") and _FS_CONTAINMENT != "off":
-            cmd = _fs_command(prot["_unshare_fs"], work, _FS_CONTAINMENT, limits, cmd)
-        else:
-            if prot["_prlimit"]:
-                cmd = [prot["_prlimit"], *(f"--{k}={v}" for k, v in
-                                           zip(("as", "cpu", "fsize", "nofile", "core"), limits)), *cmd]
-            else:
-                cmd = [sys.executable, "-I", "-c", _LAUNCHER, *map(str, limits), *cmd]
-            cmd = prot["_unshare"] + cmd
+        cmd = _contained(prot, work, limits, [sys.executable, "-I", "-B", main, *args])
         return _spawn(cmd, work, stdin, timeout, output_limit)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _contained(prot: dict, work: str, limits: list, prog: list) -> list:
+    """The command line that runs `prog` in `work` with rlimits [AS, CPU, FSIZE, NOFILE, CORE] and every
+    namespace this machine allows. Shared by run_python and the C++ runner (verifier/cpp.py), so that a
+    program gets the same containment whatever language it is written in."""
+    if prot.get("_unshare_fs") and _FS_CONTAINMENT != "off":
+        return _fs_command(prot["_unshare_fs"], work, _FS_CONTAINMENT, limits, prog)
+    if prot["_prlimit"]:
+        cmd = [prot["_prlimit"], *(f"--{k}={v}" for k, v in zip(("as", "cpu", "fsize", "nofile", "core"), limits)),
+               *prog]
+    else:
+        cmd = [sys.executable, "-I", "-c", _LAUNCHER, *map(str, limits), *prog]
+    return prot["_unshare"] + cmd
