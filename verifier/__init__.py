@@ -9,6 +9,7 @@ reward imports verifier, never the reverse.
   compare.py   typed comparison: exact, then numeric, then at random points; the time budget (rules 5, 6, 14)
   pool.py      worker processes with a hard, kill-based timeout per item (math_reward_batch)
   sandbox.py   run_python: one program in a contained subprocess, and the probes that decide how
+  cpp.py       C++ programs: g++ inside the same sandbox, then the binary under run_python's containment
   harness.py   how a program's output is judged: stdout comparison, the HumanEval-style test harness
   cases/       the verifier's test cases as data (JSONL, read by tests/ and bench/, never by a run):
                math_checker_cases.jsonl (one labelled case per rule, "R<N>"), math_fixtures.jsonl,

@@ -55,7 +55,7 @@ import time
 # 13 ms of CPU per run on the 2-core CI box (`python bench.py reward` measures it with and without). Any
 # failed step exits with status 125 before the program starts: a run is never silently left uncontained.
 _FS_LAUNCHER = r'''
-import ctypes, os, resource, sys
+import ctypes, os, resource, signal, sys
 work, method, limits, prog = sys.argv[1], sys.argv[2], sys.argv[3:8], sys.argv[8:]
 libc = ctypes.CDLL(None, use_errno=True)
 RDONLY, NOSUID, NODEV, NOEXEC, REMOUNT, BIND = 1, 2, 4, 8, 32, 4096
@@ -120,6 +120,8 @@ while prctl(23, cap, 0, 0, 0) >= 0:                        # PR_CAPBSET_READ: un
 prctl(47, 4, 0, 0, 0)                                      # PR_CAP_AMBIENT_CLEAR_ALL (absent before 4.3)
 if libc.capset((ctypes.c_uint32 * 2)(0x20080522, 0), (ctypes.c_uint32 * 6)()) != 0:
     fail("capset")
+for sig in (signal.SIGPIPE, signal.SIGXFSZ):              # Python ignores these and exec keeps that:
+    signal.signal(sig, signal.SIG_DFL)                     # a compiled program must die on them, as from a shell
 os.execv(prog[0], prog)
 '''
 
@@ -236,9 +238,11 @@ def sandbox_protections() -> dict:
 # Sets rlimits then execs the program: used only where the prlimit tool is missing and file writes cannot
 # be contained (the launcher above sets the rlimits itself). No preexec_fn anywhere, because preexec_fn can
 # deadlock a multi-threaded parent (the trainer is one).
-_LAUNCHER = ("import os, resource, sys\n"
+_LAUNCHER = ("import os, resource, signal, sys\n"
              "for name, v in zip(('AS', 'CPU', 'FSIZE', 'NOFILE', 'CORE'), sys.argv[1:6]):\n"
              "    resource.setrlimit(getattr(resource, 'RLIMIT_' + name), (int(v), int(v)))\n"
+             "for sig in (signal.SIGPIPE, signal.SIGXFSZ):\n"
+             "    signal.signal(sig, signal.SIG_DFL)\n"
              "os.execv(sys.argv[6], sys.argv[6:])\n")
 
 _ENV = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONHASHSEED": "0",
@@ -291,16 +295,21 @@ def run_python(source: str, stdin: str = "", timeout: float = 2.0, files: dict |
             with open(os.path.join(work, name), "w", encoding="utf-8") as f:
                 f.write(text)
         limits = [memory_mb << 20, int(math.ceil(timeout)) + 1, output_limit, 64, 0]
-        cmd = [sys.executable, "-I", "-B", main, *args]
-        if prot.get("_unshare_fs") and _FS_CONTAINMENT != "off":
-            cmd = _fs_command(prot["_unshare_fs"], work, _FS_CONTAINMENT, limits, cmd)
-        else:
-            if prot["_prlimit"]:
-                cmd = [prot["_prlimit"], *(f"--{k}={v}" for k, v in
-                                           zip(("as", "cpu", "fsize", "nofile", "core"), limits)), *cmd]
-            else:
-                cmd = [sys.executable, "-I", "-c", _LAUNCHER, *map(str, limits), *cmd]
-            cmd = prot["_unshare"] + cmd
+        cmd = _contained(prot, work, limits, [sys.executable, "-I", "-B", main, *args])
         return _spawn(cmd, work, stdin, timeout, output_limit)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _contained(prot: dict, work: str, limits: list, prog: list) -> list:
+    """The command line that runs `prog` in `work` with rlimits [AS, CPU, FSIZE, NOFILE, CORE] and every
+    namespace this machine allows. Shared by run_python and the C++ runner (verifier/cpp.py), so that a
+    program gets the same containment whatever language it is written in."""
+    if prot.get("_unshare_fs") and _FS_CONTAINMENT != "off":
+        return _fs_command(prot["_unshare_fs"], work, _FS_CONTAINMENT, limits, prog)
+    if prot["_prlimit"]:
+        cmd = [prot["_prlimit"], *(f"--{k}={v}" for k, v in zip(("as", "cpu", "fsize", "nofile", "core"), limits)),
+               *prog]
+    else:
+        cmd = [sys.executable, "-I", "-c", _LAUNCHER, *map(str, limits), *prog]
+    return prot["_unshare"] + cmd
