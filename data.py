@@ -338,9 +338,8 @@ PAPER_TABLE1 = ("aime24", "aime25", "hmmt25", "amobench", "openr1", "math500")  
 def benchmark_names(names) -> list[str]:
     """--benchmark values in order, 'paper' expanded to Table 1's math columns; each name once."""
     out = [n for name in names for n in (PAPER_TABLE1 if name == "paper" else (name,))]
-    if any(n not in BENCHMARKS for n in out):
-        raise DataError(f"unknown benchmark {next(n for n in out if n not in BENCHMARKS)!r}; registered: "
-                        f"{', '.join(BENCHMARKS)} (or 'paper')")
+    if unknown := sorted(set(out) - set(BENCHMARKS)):
+        raise DataError(f"unknown benchmark {unknown[0]!r}; registered: {', '.join(BENCHMARKS)} (or 'paper')")
     return list(dict.fromkeys(out))
 
 
@@ -414,9 +413,9 @@ def _benchmark_row(name: str, spec: dict, raw, where: str) -> dict | None:
     if not isinstance(raw, dict):
         raise DataError(f"{where}: expected a JSON object, got {type(raw).__name__}")
     row = _map(raw, spec["fields"])
-    if spec["task"] == "math" and "\\boxed" in str(row.get("answer")):
-        from reward import extract_boxed  # AMO-Bench writes some answers as $\boxed{...}$
-        row["answer"] = extract_boxed(row["answer"]) or row["answer"]
+    a = str(row.get("answer")).strip().strip("$").strip()     # AMO-Bench writes some answers as \boxed{...}
+    if spec["task"] == "math" and a.startswith("\\boxed{") and a.endswith("}") and "\\boxed" not in a[7:]:
+        row["answer"] = a[7:-1]               # one box around it all (if its braces don't pair, reward rejects it)
     if name == "livecodebench":
         row["tests"] = _lcb_tests(raw, where)
     return None if spec["task"] == "code" and not row.get("tests") else _check(row, spec["task"], where)
