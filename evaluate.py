@@ -27,6 +27,7 @@ import re
 import sys
 import time
 from importlib.resources import files
+from pathlib import Path
 
 from machinery import repro
 
@@ -377,7 +378,16 @@ def main(argv=None) -> int:
                    help="the paper's evaluation: avg@8 / pass@8, 32,768 new tokens, temperature 0.7, "
                         "top-p 1.0 (the paper gives no eval temperature; 0.7 is its sampling one); "
                         "without --data, its 500 held-out OpenR1-Math questions (train.py's split)")
+    p.add_argument("--benchmark", action="append", choices=[*data_mod.BENCHMARKS, "paper"], help="Table 1 (repeat)")
     args = p.parse_args(argv)
+    if args.benchmark and args.data is None:     # Table 1: an ordinary run per benchmark (--data NAME), one table
+        outs = {b: f"{os.path.splitext(args.out)[0]}-{b}.json" for b in data_mod.benchmark_names(args.benchmark)}
+        for b, out in outs.items():
+            main([*(argv or sys.argv[1:]), "--data", b, "--out", out, "--task", data_mod.BENCHMARKS[b]["task"]])
+        results = {b: json.loads(Path(out).read_text()) for b, out in outs.items()}
+        Path(args.out).write_text(json.dumps(results, indent=1))
+        print(f"\nTable 1\n\n{render_table1(results)}\n\nwrote {args.out} (all of them) and one file per benchmark")
+        return 0
     if args.paper_protocol:
         args.k, args.max_new_tokens, args.temperature, args.top_p = 8, 32768, 0.7, 1.0
     args.task = args.task or ("code" if args.data == "humaneval" else "math")
@@ -606,6 +616,14 @@ def results_table(rows: list[tuple[str, dict]], budgets: dict) -> str:
                      f"{ev['mean_tokens']:.1f} | {fmt_pct(ev['truncated_share'])} | "
                      f"{budgets.get(name, '-')} |")
     return "\n".join(lines)
+
+
+def render_table1(results: dict) -> str:
+    """Table 1's layout from {benchmark: report}: a row per model, its avg@k per benchmark, and their mean."""
+    key = f"avg@{next(iter(results.values()))['args']['k']}"
+    rows = {m: [rep["models"][m][key] for rep in results.values()] for m in next(iter(results.values()))["models"]}
+    lines = [f"| model ({key}, %) | {' | '.join(results)} | Avg |", "|---" * (len(results) + 2) + "|"]
+    return "\n".join(lines + [f"| {m} | {' | '.join(map(fmt_pct, [*r, sum(r) / len(r)]))} |" for m, r in rows.items()])
 
 
 if __name__ == "__main__":
