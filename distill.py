@@ -340,12 +340,12 @@ def distill_batch(student, teacher, student_contexts, teacher_contexts_, ys, pad
     for s in range(0, len(ys), micro_batch):
         sl = slice(s, s + micro_batch)
         b = phase2_batch(student_contexts[sl], teacher_contexts_[sl], ys[sl], pad_id)
-        st, te = ({key: v.to(dev) for key, v in half.items()} for half in (b["student"], b["teacher"]))
-        n = len(st["targets"])
-        t_out = teacher_targets(teacher, te, k=k, keep_hidden=support == "full", temperature=t_temp)
+        student_side, teacher_side = ({key: v.to(dev) for key, v in half.items()} for half in b.values())
+        n = len(student_side["targets"])
+        t_out = teacher_targets(teacher, teacher_side, k=k, keep_hidden=support == "full", temperature=t_temp)
         with torch.set_grad_enabled(backward):           # evaluation builds no graph at all
-            hidden = hidden_rows(student, st)            # [n, H]
-        out = distill_loss(student, hidden, st["targets"], t_out, weights=weights[offset:offset + n].to(dev),
+            hidden = hidden_rows(student, student_side)  # [n, H]
+        out = distill_loss(student, hidden, student_side["targets"], t_out, weights=weights[offset:offset + n].to(dev),
                            kind=kind, mix=mix, support=support, teacher_head=teacher, backward=backward,
                            temperature=t_temp)
         offset += n

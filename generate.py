@@ -1,7 +1,7 @@
 """generate.py — the generator: load a model, build its prompt, sample rollouts as token ids.
 
 SD-Zero (arXiv 2604.12002) uses one set of weights in two roles. This file is the *generator* role
-(paper §1: "sees only x, writes a full response") plus the plumbing every other file needs:
+(paper §1: "sees only x, writes a full response"): loading, prompts, sampling, grading the samples:
 
 * ``load_model``      — any Hugging Face causal LM id or local folder; bf16 on CUDA, fp32 on CPU.
 * ``prompt_ids``      — X, the chat-templated prompt ending in the assistant-start marker.
@@ -9,12 +9,12 @@ SD-Zero (arXiv 2604.12002) uses one set of weights in two roles. This file is th
                          sampled** (Y), never a re-tokenisation of decoded text, plus finished/truncated.
                          ``engine="continuous"``: the same through transformers' continuous
                          batching (``generate_batch``), for rollouts with nothing else in memory.
+* ``sample_and_grade``— x -> y ~ π(·|x) -> r(y, a) (reward.py grades): the first step of both phases.
 
 Why ids and not text: Phase 2 scores the *same tokens* the student sampled under the teacher's
 context (paper eq. 4). Decoding and re-encoding can merge or split tokens at the boundary, which
 silently misaligns the teacher with the student (e.g. "\n\n" merges with the token before it in
-Qwen's BPE). Every sequence built downstream
-(revise.py, distill.py) is therefore an id concatenation.
+Qwen's BPE). Every sequence built downstream (revise.py, distill.py) is therefore an id concatenation.
 
 Why the completion mask comes from the EOS position and not from ``ids != pad``: many chat models use
 the same id for pad and end-of-turn, so a pad-based mask deletes the EOS token from the loss and the

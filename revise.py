@@ -137,9 +137,9 @@ def collect_revisions(model, tokenizer, items: list[dict], *, task: str = "math"
 
     rows, seen, truncated = [], set(), 0
     kept = {"correct_init": 0, "wrong_init": 0}
-    for rev, rr in zip(revs, r_rev):
+    for rev, rev_reward in zip(revs, r_rev):
         k, init = todo[rev.index]
-        if rr < 0.5:
+        if rev_reward < 0.5:
             continue                      # paper: keep only verified-correct revisions
         if not rev.finished:
             # Cut off by max_new_tokens but already holding a correct answer: as SRT data it would
@@ -257,10 +257,10 @@ def srt_backward(model, examples: list[dict], mode: str, pad_id: int, micro: int
         ex, ws = examples[s:s + micro], weights[s:s + micro]
         ids, mask = pad([e["input_ids"] for e in ex], pad_id, "right")          # [b, W]
         starts = [e["gen_mask"].index(1) for e in ex]          # first target after X
-        lengths = [len(e["input_ids"]) - st for e, st in zip(ex, starts)]
+        lengths = [len(e["input_ids"]) - start for e, start in zip(ex, starts)]
         rows, cols = score_positions(starts, lengths)          # [n] each
-        targets = torch.tensor([t for e, st in zip(ex, starts) for t in e["input_ids"][st:]])
-        w = torch.tensor([v for e, st, wl in zip(ex, starts, ws) for v in wl[st:]], dtype=torch.float32)
+        targets = torch.tensor([t for e, start in zip(ex, starts) for t in e["input_ids"][start:]])
+        w = torch.tensor([v for start, wl in zip(starts, ws) for v in wl[start:]], dtype=torch.float32)
         hidden = final_hidden(model, ids.to(device), mask.to(device))          # [b, W, H]
         rows_h = hidden[rows.to(device), cols.to(device)]                      # [n, H]
         total += float(chunked_head_backward(model, rows_h, ce_loss_fn(targets, w)))

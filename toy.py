@@ -164,8 +164,8 @@ def worked_steps(q: tuple, good: bool) -> list[tuple]:
 
 def response(q: tuple, good: bool) -> str:
     """A short worked response, e.g. '4*7=28, 3+28=31 \\boxed{31}' (no EOS)."""
-    st = worked_steps(q, good)
-    return ", ".join(f"{x}{op}{y}={r}" for x, op, y, r in st) + f" \\boxed{{{st[-1][3]}}}"
+    steps = worked_steps(q, good)
+    return ", ".join(f"{x}{op}{y}={r}" for x, op, y, r in steps) + f" \\boxed{{{steps[-1][3]}}}"
 
 
 def answer(q: tuple) -> int:

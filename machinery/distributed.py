@@ -280,17 +280,17 @@ def restore(run, phase: str, model, opt, sched) -> dict:
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import set_state_dict
 
-    ck = run.ckpt
-    if ck.get("world", 1) != world() or "dcp" not in ck:
-        raise SystemExit(f"error: {run.path('checkpoint.pt')} was written by {ck.get('world', 1)} "
+    saved = run.ckpt
+    if saved.get("world", 1) != world() or "dcp" not in saved:
+        raise SystemExit(f"error: {run.path('checkpoint.pt')} was written by {saved.get('world', 1)} "
                          f"process(es); resume it with the same number (now {world()})")
     state = _state(model, opt)
-    for key in ck["dcp_extra"]:                   # the teacher has the student's layout
+    for key in saved["dcp_extra"]:                   # the teacher has the student's layout
         state[key] = {k: torch.empty_like(v) for k, v in state["model"].items()}
-    dcp.load(state, checkpoint_id=run.path(ck["dcp"]))
+    dcp.load(state, checkpoint_id=run.path(saved["dcp"]))
     set_state_dict(model, opt, model_state_dict=state["model"], optim_state_dict=state["optimizer"])
-    sched.load_state_dict(ck["scheduler"])
-    return {**ck, "rng": ck["rng"][rank()], **{k: state[k] for k in ck["dcp_extra"]}}
+    sched.load_state_dict(saved["scheduler"])
+    return {**saved, "rng": saved["rng"][rank()], **{k: state[k] for k in saved["dcp_extra"]}}
 
 
 def save_hf(run, model, tok, name: str) -> str:

@@ -1,4 +1,4 @@
-"""machinery/gpu_memory.py — for train.py: will this run fit the GPU? Its memory model, precision and fit check.
+"""machinery/gpu_memory.py — for train.py: will this run fit the GPU? Memory model, precision, fit check.
 
 SD-Zero (arXiv 2604.12002) holds, during Phase 2 (§2.2, eq. 4), the student (generator) with its
 gradients and AdamW state, the frozen teacher (the SRT weights, acting as reviser), and at any moment
@@ -82,7 +82,7 @@ def train_micro_batch_bytes(s: dict, seq: int, w: int, teacher_seq: int = 0) -> 
 
 
 def optimizer_step_bytes(s: dict, w: int) -> int:
-    """plumbing.AdamW's temporaries for its largest parameter (the V×H embedding): g, w, m̂, v̂ in
+    """optim.AdamW's temporaries for its largest parameter (the V×H embedding): g, w, m̂, v̂ in
     fp32, then stochastic rounding's noise and the rounded bits (int32): six fp32-sized copies."""
     largest = max(s["V"] * s["H"], s["H"] * s["I"])
     return 6 * 4 * largest + largest * w

@@ -72,20 +72,20 @@ class AdamW(torch.optim.Optimizer):
             for p in group["params"]:
                 if p.grad is None:
                     continue
-                st = self.state[p]
-                if not st:
-                    st["step"] = 0
-                    st["m"] = torch.zeros_like(p, dtype=torch.float32)
-                    st["v"] = torch.zeros_like(p, dtype=torch.float32)
-                st["step"] += 1
+                state = self.state[p]
+                if not state:
+                    state["step"] = 0
+                    state["m"] = torch.zeros_like(p, dtype=torch.float32)
+                    state["v"] = torch.zeros_like(p, dtype=torch.float32)
+                state["step"] += 1
                 # distributed: under FSDP2 p, its grad and m, v are DTensor shards; the update is
                 # elementwise, so each rank updates its own shard (local() is the identity otherwise).
-                p_, m, v = distributed.local(p), distributed.local(st["m"]), distributed.local(st["v"])
+                p_, m, v = distributed.local(p), distributed.local(state["m"]), distributed.local(state["v"])
                 g = distributed.local(p.grad).float()
                 m.mul_(b1).add_(g, alpha=1 - b1)
                 v.mul_(b2).addcmul_(g, g, value=1 - b2)
-                m_hat = m / (1 - b1 ** st["step"])
-                v_hat = v / (1 - b2 ** st["step"])
+                m_hat = m / (1 - b1 ** state["step"])
+                v_hat = v / (1 - b2 ** state["step"])
                 w = p_.float()
                 w.mul_(1 - group["lr"] * group["weight_decay"])
                 w.addcdiv_(m_hat, v_hat.sqrt_().add_(group["eps"]), value=-group["lr"])

@@ -36,18 +36,18 @@ def seed_all(seed: int) -> None:
 
 
 def rng_state() -> dict:
-    st = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
-        st["cuda"] = torch.cuda.get_rng_state_all()
-    return st
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
 
 
-def set_rng_state(st: dict) -> None:
-    random.setstate(st["python"])
-    np.random.set_state(st["numpy"])
-    torch.set_rng_state(st["torch"])
-    if "cuda" in st and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(st["cuda"])
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def atomic_torch_save(obj, path: str) -> None:
@@ -135,14 +135,14 @@ class Run:
         if not self.resuming(phase):
             return {"step": 0}
         if distributed.active() or "dcp" in self.ckpt:   # distributed: sharded checkpoint (DCP)
-            ck = distributed.restore(self, phase, model, opt, sched)
+            saved = distributed.restore(self, phase, model, opt, sched)
         else:
-            ck = self.ckpt
-            model.load_state_dict(ck["model"])
-            opt.load_state_dict(ck["optimizer"])
-            sched.load_state_dict(ck["scheduler"])
-        set_rng_state(ck["rng"])                     # last: nothing above may draw after it
-        return ck
+            saved = self.ckpt
+            model.load_state_dict(saved["model"])
+            opt.load_state_dict(saved["optimizer"])
+            sched.load_state_dict(saved["scheduler"])
+        set_rng_state(saved["rng"])                  # last: nothing above may draw after it
+        return saved
 
     def save(self, phase: str, step: int, model, opt, sched, last: dict, **extra) -> None:
         """One atomic checkpoint: weights, optimizer, schedule, RNG and the step's metrics record."""
