@@ -16,6 +16,7 @@ import argparse
 import os
 
 import distill
+import reward
 import toy
 from generate import ENGINES
 from reward import P_CORRECT, P_WRONG
@@ -89,7 +90,12 @@ def build_parser(description: str = "SD-Zero: Phase 1 (SRT), then Phase 2 (self-
                    help="HF id or local folder (paper: Qwen/Qwen3-4B-Instruct-2507). Omit for the toy world.")
     p.add_argument("--data", default=None, help="training questions: JSONL file or HF dataset id")
     p.add_argument("--test-data", default=None, help="held-out questions for the final table")
-    p.add_argument("--task", choices=["math", "code"], default="math")
+    p.add_argument("--task", default="math",
+                   help="math or code (paper §5), or a task of your own: a name registered in reward.TASKS, "
+                        "or any name with --reward")
+    p.add_argument("--reward", default=None, metavar="MODULE:FUNCTION",
+                   help="grade with FUNCTION(response, row) -> 0/1 from MODULE (e.g. my_task.py in the current "
+                        "folder) instead of the task's own reward; a new --task name is registered with it")
     p.add_argument("--question-field", default="question", help="e.g. 'problem' for OpenR1-Math-220k")
     p.add_argument("--answer-field", default="answer")
     p.add_argument("--tests-field", default="tests")
@@ -100,9 +106,10 @@ def build_parser(description: str = "SD-Zero: Phase 1 (SRT), then Phase 2 (self-
     p.add_argument("--phase", choices=["all", "srt", "distill"], default="all",
                    help="srt = Phase 1 only; distill = Phase 2 only, from --model (no SRT: Table 12 control "
                         "when --model is a base model)")
-    p.add_argument("--srt-loss", choices=["joint", "sequential"], default="joint",
-                   help="joint L_rev + L_gen (paper eq. 3) or the official code's two stages "
-                        "(stage 1: L_gen on wrong-init tuples, stage 2: L_rev)")
+    p.add_argument("--srt-loss", choices=["joint", "sequential", "gen", "rev"], default="joint",
+                   help="joint L_rev + L_gen (paper eq. 3); sequential = the official code's two stages "
+                        "(stage 1: L_gen on wrong-init tuples, stage 2: L_rev); gen / rev = one term alone "
+                        "(Table 11's ablations)")
     p.add_argument("--revise-correct", type=int, choices=[0, 1], default=1,
                    help="also revise correct y_init with the 'rephrase' phrase (paper: 1; official code: 0)")
     p.add_argument("--revisions", default=None,
@@ -145,11 +152,53 @@ def resolve(args) -> argparse.Namespace:
     for name, paper, toy_value, _ in KNOBS:
         if getattr(args, name) is None:
             setattr(args, name, toy_value if args.toy else paper)
+    check_task(args)
     if args.support == "sampled" and args.kl != "reverse":
         raise SystemExit("error: --support sampled estimates the reverse KL only; use --kl reverse")
     args.method = getattr(args, "method", "sdzero")
+    args.variant = variant(args)
     args.run_name = args.run_name or ("toy" if args.toy else os.path.basename(args.model.rstrip("/")))
     return args
+
+
+# The settings that make a run a variant of SD-Zero (the ablations a reader compares): a run names
+# the ones it changed in its table, eval.json, metrics and report (``variant``).
+VARIANT_KEYS = ("method", "task", "reward", "p_correct", "p_wrong", "kl", "mix", "support", "topk", "norm",
+                "kl_temperature", "teacher_sync", "sync_on_plateau", "srt_loss", "revise_correct")
+
+
+def variant(args) -> str:
+    """The non-default settings of a run as flags, e.g. "--kl forward --teacher-sync 50"; "" = none.
+
+    Defaults are the column the run started from (paper or toy) and the parser's; --mix shows only
+    with --kl mixed, where it means something."""
+    defaults = {name: toy_value if args.toy else paper for name, paper, toy_value, _ in KNOBS}
+    defaults |= {a.dest: a.default for a in build_parser()._actions if a.dest not in defaults}
+    defaults["method"] = "sdzero"
+    changed = []
+    for key in VARIANT_KEYS:
+        value = getattr(args, key, defaults.get(key))
+        if value == defaults.get(key) or (key == "mix" and args.kl != "mixed"):
+            continue
+        shown = repr(value) if isinstance(value, str) and " " in value else str(value)   # quote P_r's
+        changed.append(shown if key == "method" else f"--{key.replace('_', '-')} {shown}")
+    return " ".join(changed)
+
+
+def divergence_name(args) -> str:
+    """What the ``kl`` column of metrics.jsonl holds: "reverse" (eq. 4), "forward", or "mixed 0.5"."""
+    return f"mixed {args.mix}" if args.kl == "mixed" else args.kl
+
+
+def check_task(args) -> None:
+    """--reward first (it may register the task), then --task must name a registered task."""
+    try:
+        if args.reward:
+            reward.load_reward(args.reward, args.task)
+        reward.get_task(args.task)
+    except ValueError as e:
+        hint = "" if args.reward else "; a new task needs --reward module:function"
+        raise SystemExit(f"error: --task: {e}{hint}" if "unknown task" in str(e) else f"error: {e}") from None
 
 
 def parse(argv=None) -> argparse.Namespace:

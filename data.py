@@ -29,40 +29,21 @@ import random
 import sys
 import zlib
 
+from reward import TASKS, get_task
+
 
 class DataError(ValueError):
     """A one-line, user-facing data problem (file:line: what is wrong)."""
 
 
-def _check(row: dict, task: str, where: str, need_answer: bool = True) -> dict:
+def _check(row: dict, task: str, where: str) -> dict:
+    """One row, validated: a question, plus what the task's reward needs (reward.TASKS[task].check_row)."""
     if not isinstance(row.get("question"), str) or not row["question"].strip():
         raise DataError(f"{where}: missing or empty question field")
-    if task == "math":
-        if need_answer:
-            a = row.get("answer")
-            if isinstance(a, (int, float)) and not isinstance(a, bool):
-                row["answer"] = a = str(a)
-            if not isinstance(a, str) or not a.strip():
-                raise DataError(f"{where}: missing or empty answer field (math needs a final answer)")
-    elif task == "code":
-        t = row.get("tests")
-        if isinstance(t, str):
-            try:
-                t = row["tests"] = json.loads(t)
-            except json.JSONDecodeError:
-                raise DataError(f"{where}: tests field is a string but not JSON") from None
-        if isinstance(t, list):              # codeforces-cots' "examples": a bare list of stdio cases
-            t = row["tests"] = {"stdio": t}
-        ok = isinstance(t, dict) and (
-            (isinstance(t.get("stdio"), list) and t["stdio"] and all(
-                isinstance(c, dict) and "input" in c and "output" in c for c in t["stdio"]))
-            or (isinstance(t.get("entry_point"), str) and isinstance(t.get("test"), str)))
-        if not ok:
-            raise DataError(f"{where}: tests must be {{'stdio': [{{'input','output'}}, ...]}} or "
-                            "{'entry_point': name, 'test': 'def check(candidate): ...'}")
-    else:
-        raise DataError(f"unknown task {task!r} (expected 'math' or 'code')")
-    return row
+    try:
+        return get_task(task).check_row(row)
+    except ValueError as e:
+        raise DataError(f"{where}: {e}" if task in TASKS else str(e)) from None
 
 
 def _map(raw: dict, fields: dict) -> dict:

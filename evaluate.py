@@ -23,7 +23,6 @@ import json
 import math
 import os
 import random
-import re
 import sys
 import time
 from importlib.resources import files
@@ -39,14 +38,21 @@ import data as data_mod
 import distill
 import reward
 import toy
-from generate import ModelLoadError, eos_ids, load_model, prompt_ids, rollout, sample_and_grade, sampling
+from generate import (
+    DEFAULT_KEYWORDS,
+    ModelLoadError,
+    eos_ids,
+    keyword_rate,
+    load_model,
+    prompt_ids,
+    rollout,
+    sample_and_grade,
+    sampling,
+)
 from machinery.report import selfloc_html
 from machinery.run import Run, rng_state, seed_all, set_rng_state
 from revise import Phrases, phrase_ids, reviser_prompt
 from reward import P_CORRECT, P_WRONG, grade
-
-DEFAULT_KEYWORDS = ("wait", "let me start over", "let me correct", "let me rephrase",
-                    "let me re-check", "let me recheck", "this is wrong", "not correct")
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -61,41 +67,49 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     return 1.0 - prod
 
 
-def keyword_rate(texts: list[str], keywords=DEFAULT_KEYWORDS) -> float:
-    """Share of responses containing at least one explicit self-revision phrase (case-insensitive,
-    whole words, so "awaited" does not count as "wait")."""
-    if not texts:
-        return 0.0
-    pats = [re.compile(r"\b" + re.escape(k.lower()) + r"\b") for k in keywords]
-    return sum(any(p.search(t.lower()) for p in pats) for t in texts) / len(texts)
-
-
 def revision_ability(model, tok, items, rolls, rewards, *, task="math", phrases=Phrases(),
-                     gen=None, progress=False) -> dict:
-    """Table 9 on the first sample of each question: revise after P_r, grade only the revision."""
+                     gen=None, progress=False, first_per_question: bool = True) -> dict:
+    """Table 9: revise each answer after its P_r and grade only the revision. By default on the first
+    sample of each question; ``first_per_question=False`` revises every answer given (the paper's
+    1K-sample protocol, ``revision_on_fresh_answers``)."""
     eos = eos_ids(model, tok)
-    firsts = {}
-    for r, rw in zip(rolls, rewards):
-        firsts.setdefault(r.index, (r, rw))
-    order = sorted(firsts)
-    prompts = [reviser_prompt(firsts[i][0].prompt_ids, firsts[i][0].completion_ids,
-                              phrase_ids(tok, phrases.pick(firsts[i][1])), eos) for i in order]
+    pairs = list(zip(rolls, rewards))
+    if first_per_question:
+        firsts = {}
+        for r, rw in pairs:
+            firsts.setdefault(r.index, (r, rw))
+        pairs = [firsts[i] for i in sorted(firsts)]
+    prompts = [reviser_prompt(r.prompt_ids, r.completion_ids, phrase_ids(tok, phrases.pick(rw)), eos)
+               for r, rw in pairs]
     revs = rollout(model, tok, prompts, n=1, progress=progress, desc="eval revisions", **(gen or {}))
-    r_rev = grade(task, [r.text for r in revs], [items[i] for i in order], phrases)
-    init = [firsts[i][1] for i in order]
+    r_rev = grade(task, [r.text for r in revs], [items[r.index] for r, _ in pairs], phrases)
+    init = [rw for _, rw in pairs]
     wrong = [j for j, r in enumerate(init) if r < 0.5]
     right = [j for j, r in enumerate(init) if r >= 0.5]
-    n = max(len(order), 1)
+    n = max(len(pairs), 1)
     return {
         "init_acc": sum(init) / n,
         "revised_acc": sum(r_rev) / n,
         "correction_rate": (sum(r_rev[j] for j in wrong) / len(wrong)) if wrong else float("nan"),
         "break_rate": (sum(1 - r_rev[j] for j in right) / len(right)) if right else float("nan"),
         "n_init_wrong": len(wrong), "n_init_right": len(right),
-        "init_tokens": sum(firsts[i][0].num_tokens for i in order) / n,
+        "init_tokens": sum(r.num_tokens for r, _ in pairs) / n,
         "revised_tokens": sum(r.num_tokens for r in revs) / n,
         "generations": len(revs), "generated_tokens": sum(r.num_tokens for r in revs),
     }
+
+
+def revision_on_fresh_answers(model, tok, items, n: int, *, task="math", phrases=Phrases(), gen=None,
+                              progress=False) -> dict:
+    """Table 9's protocol (the paper: 1K samples on AIME24): sample ceil(n / questions) answers per
+    question, keep n of them spread evenly over the questions (sample 0 of every question first),
+    revise each one once, and grade the revisions."""
+    per_question = -(-n // max(len(items), 1))
+    rolls, rewards = sample_and_grade(model, tok, items, task=task, n=per_question, phrases=phrases, gen=gen,
+                                      progress=progress, desc="revision answers")
+    order = sorted(range(len(rolls)), key=lambda j: (j % per_question, j))[:n]   # j = question·k + sample
+    return revision_ability(model, tok, items, [rolls[j] for j in order], [rewards[j] for j in order], task=task,
+                            phrases=phrases, gen=gen, progress=progress, first_per_question=False) | {"samples": n}
 
 
 def evaluate_model(model, tok, items, *, task="math", k=1, phrases=Phrases(), gen=None,
@@ -280,12 +294,17 @@ def token_scores(generator, teacher, tok, rolls, rewards, phrases=Phrases(), *, 
     return out
 
 
-def selfloc_summary(scores: list[dict], rewards: list[float], buckets: int = 20) -> dict:
-    """Per group (wrong / right): KL per token, KL per response, mean top-10 % share, bucket shares."""
+def selfloc_summary(scores: list[dict], rewards: list[float], buckets: int = 20, pooled: bool = False) -> dict:
+    """Per group (wrong / right): KL per token, KL per response, top-10 % share, bucket shares.
+
+    pooled=False: each response's tokens are sorted and bucketed on their own, then the shares are
+    averaged over responses. pooled=True: all tokens of the group are sorted by token KL together and
+    cut into ``buckets`` (our reading of Fig. 4: "tokens sorted by token KL, 20 buckets")."""
     res = {}
     for name, want in (("wrong", 0), ("right", 1)):
         idx = [i for i, r in enumerate(rewards) if (r >= 0.5) == bool(want) and scores[i]["kl"]]
-        conc = [kl_concentration(scores[i]["kl"], buckets) for i in idx]
+        groups = [[v for i in idx for v in scores[i]["kl"]]] if pooled and idx else [scores[i]["kl"] for i in idx]
+        conc = [kl_concentration(kl, buckets) for kl in groups]
         conc = [c for c in conc if c["total"] > 0]
         toks = sum(len(scores[i]["kl"]) for i in idx)
         res[name] = {
@@ -334,13 +353,68 @@ def load_humaneval() -> list[dict]:
     return rows
 
 
+def run_settings(model: str) -> dict:
+    """The config.json of the train.py run a model folder belongs to ({} if it is not a run's).
+
+    A run folder (runs/<name>) holds config.json beside srt/ and final/; a model path may name the
+    run itself or one of those two folders."""
+    for folder in (model, os.path.dirname(os.path.normpath(model))):
+        path = os.path.join(folder, "config.json")
+        if os.path.isfile(path) and os.path.isdir(os.path.join(folder, "final") if folder == model else folder):
+            cfg = json.load(open(path))
+            if "p_correct" in cfg:                     # train.py's config, not a model's config.json
+                return cfg
+    return {}
+
+
+def apply_run_config(args) -> None:
+    """No silent drift: a run's model is evaluated with the run's P_r, task, --reward and held-out data
+    unless a flag says otherwise; runs/<name> itself stands for its final/. One line says what was taken."""
+    if args.no_run_config:
+        return
+    args.model = [os.path.join(m, "final") if run_settings(m) and os.path.isdir(os.path.join(m, "final"))
+                  else m for m in args.model]
+    found = [(m, cfg) for m in args.model if (cfg := run_settings(m))]
+    if not found:
+        return
+    keys = ("p_correct", "p_wrong", "task", "reward")
+    if len({tuple(cfg.get(k) for k in keys) for _, cfg in found}) > 1:
+        raise SystemExit("error: these models come from runs with different P_r, task or --reward; pass "
+                         "--p-correct, --p-wrong and --task (or --no-run-config)")
+    model, cfg = found[0]
+    taken = [k for k in keys if getattr(args, k) is None and cfg.get(k) is not None]
+    for k in taken:
+        setattr(args, k, cfg[k])
+    if args.data is None and not args.paper_protocol and not args.benchmark:
+        args.data = cfg.get("test_data") or ("toy" if cfg.get("toy") else None)
+        taken += ["data"] if args.data else []
+    if taken:
+        print(f"note: {', '.join(taken)} from {os.path.dirname(os.path.normpath(model))}/config.json "
+              "(flags override; --no-run-config ignores it)", flush=True)
+
+
+def run_reviser(model: str) -> str | None:
+    """Fig. 4's reviser for a run's final model: the run's SRT model (θ_SRT), if the run has one."""
+    srt = os.path.join(os.path.dirname(os.path.normpath(model)), "srt")
+    return srt if run_settings(model) and os.path.basename(os.path.normpath(model)) != "srt" \
+        and os.path.isdir(srt) else None
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description="SD-Zero measurements on any checkpoint (paper §6).")
-    p.add_argument("--model", action="append", required=True,
-                   help="HF id or folder; repeat to compare models side by side on the same questions")
+    p.add_argument("models", nargs="*", metavar="MODEL",
+                   help="HF id or folder, or a train.py run (runs/<name>, runs/<name>/final, runs/<name>/srt): "
+                        "a run brings its own P_r, task, --reward and held-out data from its config.json "
+                        "unless flags say otherwise (--no-run-config ignores it)")
+    p.add_argument("--model", action="append", default=[], help="the same as MODEL; repeat to compare models "
+                   "side by side on the same questions")
+    p.add_argument("--no-run-config", action="store_true", help="do not read the run's config.json")
     p.add_argument("--data", default=None,
-                   help="JSONL, HF dataset id, 'toy' or 'humaneval' (required unless --paper-protocol)")
-    p.add_argument("--task", choices=["math", "code"], default=None, help="default: math (code for humaneval)")
+                   help="JSONL, HF dataset id, a --benchmark name, 'toy' or 'humaneval' (default: the run's "
+                        "held-out data; required otherwise, unless --paper-protocol)")
+    p.add_argument("--task", default=None,
+                   help="math (default; code for humaneval), code, or a registered task (reward.TASKS)")
+    p.add_argument("--reward", default=None, metavar="MODULE:FUNCTION", help="as train.py --reward")
     p.add_argument("--question-field", default="question")
     p.add_argument("--answer-field", default="answer")
     p.add_argument("--tests-field", default="tests")
@@ -352,14 +426,22 @@ def main(argv=None) -> int:
     p.add_argument("--max-new-tokens", type=int, default=None, help="paper eval: 32768; toy: 96")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--no-revision", action="store_true", help="skip the Table 9 revision measurement")
+    p.add_argument("--revision-samples", type=int, default=0, metavar="N",
+                   help="Table 9's protocol: revise N fresh answers (ceil(N / questions) per question; the "
+                        "paper: 1K on AIME24) instead of the first evaluated answer of each question")
     p.add_argument("--keywords", default=",".join(DEFAULT_KEYWORDS),
                    help="comma-separated self-revision phrases (Fig. 6)")
-    p.add_argument("--p-correct", default=P_CORRECT)
-    p.add_argument("--p-wrong", default=P_WRONG)
+    p.add_argument("--p-correct", default=None, help=f"P_r for r=1 (default: the run's, else {P_CORRECT!r})")
+    p.add_argument("--p-wrong", default=None, help=f"P_r for r=0 (default: the run's, else {P_WRONG!r})")
     p.add_argument("--selfloc", action="store_true", help="token self-localisation (Fig. 4) + HTML")
-    p.add_argument("--teacher", default=None, help="reviser for --selfloc (default: the same checkpoint)")
+    p.add_argument("--teacher", default=None,
+                   help="reviser for --selfloc (default: the run's srt/ when the model is a run's final/, as "
+                        "in Fig. 4 where the reviser is θ_SRT; else the same checkpoint)")
     p.add_argument("--selfloc-n", type=int, default=200, help="responses analysed (paper: 200)")
     p.add_argument("--selfloc-support", choices=["full", "topk"], default="full")
+    p.add_argument("--selfloc-buckets", choices=["pooled", "response"], default="pooled",
+                   help="Fig. 4's 20 buckets: pooled = all tokens of all responses sorted by token KL together "
+                        "(our reading of the paper); response = each response sorted on its own, then averaged")
     pool = p.add_mutually_exclusive_group()
     pool.add_argument("--pool", default=None, metavar="FILE",
                       help="shared-pool revision probe: every --model revises the answers in FILE "
@@ -380,6 +462,10 @@ def main(argv=None) -> int:
                         "without --data, its 500 held-out OpenR1-Math questions (train.py's split)")
     p.add_argument("--benchmark", action="append", choices=[*data_mod.BENCHMARKS, "paper"], help="Table 1 (repeat)")
     args = p.parse_args(argv)
+    args.model = args.models + args.model
+    if not args.model:
+        p.error("give at least one model (MODEL or --model)")
+    apply_run_config(args)
     if args.benchmark and args.data is None:     # Table 1: an ordinary run per benchmark (--data NAME), one table
         outs = {b: f"{os.path.splitext(args.out)[0]}-{b}.json" for b in data_mod.benchmark_names(args.benchmark)}
         for b, out in outs.items():
@@ -391,6 +477,13 @@ def main(argv=None) -> int:
     if args.paper_protocol:
         args.k, args.max_new_tokens, args.temperature, args.top_p = 8, 32768, 0.7, 1.0
     args.task = args.task or ("code" if args.data == "humaneval" else "math")
+    args.p_correct, args.p_wrong = args.p_correct or P_CORRECT, args.p_wrong or P_WRONG
+    try:
+        if args.reward:
+            reward.load_reward(args.reward, args.task)
+        reward.get_task(args.task)
+    except ValueError as e:
+        raise SystemExit(f"error: {e}") from None
     torch.set_num_threads(args.threads or min(2, os.cpu_count() or 1))
     if args.max_new_tokens is None:
         args.max_new_tokens = 96 if args.data == "toy" else 32768
@@ -418,15 +511,21 @@ def main(argv=None) -> int:
         random.seed(args.seed)
         torch.manual_seed(args.seed)                 # same sampling seed for every model
         ev = evaluate_model(model, tok, items, task=args.task, k=args.k, phrases=phrases, gen=gen,
-                            revision=not args.no_revision, keywords=keywords, progress=not args.quiet)
+                            revision=not args.no_revision and not args.revision_samples, keywords=keywords,
+                            progress=not args.quiet)
+        if args.revision_samples and not args.no_revision:
+            ev["revision"] = revision_on_fresh_answers(model, tok, items, args.revision_samples, task=args.task,
+                                                       phrases=phrases, gen=gen, progress=not args.quiet)
         if args.selfloc:
-            teacher = model if args.teacher is None else load_model(args.teacher, quiet=True)[0]
+            reviser = args.teacher or run_reviser(name)
+            teacher = model if reviser is None else load_model(reviser, quiet=True)[0]
             torch.manual_seed(args.seed + 1)
             sub = items[:args.selfloc_n]
             rolls, rws = sample_and_grade(model, tok, sub, task=args.task, n=1, phrases=phrases, gen=gen,
                                           desc="eval")
             scores = token_scores(model, teacher, tok, rolls, rws, phrases, support=args.selfloc_support)
-            ev["selfloc"] = selfloc_summary(scores, rws)
+            ev["selfloc"] = selfloc_summary(scores, rws, pooled=args.selfloc_buckets == "pooled")
+            ev["selfloc"]["reviser"] = reviser or name
             html_path = args.html if len(args.model) == 1 else \
                 args.html.replace(".html", f"-{i + 1}.html")
             selfloc_html(html_path, tok, sub, rolls, rws, scores, phrases, title=name)
@@ -554,6 +653,8 @@ class Table:
             if self.pool is not None:             # (a run resumed from before pools existed has none)
                 ev["pool"] = self.pool_probe(model, phrases)
             ev["generations_used"] = generations                      # report.py's x axis
+            if getattr(a, "variant", ""):
+                ev["variant"] = a.variant
             return ev
         ev = self.cached_eval(name, compute)
         self.rows.append((name, ev))
@@ -594,6 +695,8 @@ class Table:
         note = (f"{len(self.items)} held-out questions, avg@{a.eval_k} at T={a.temperature}, at most "
                 f"{a.max_new_tokens} new tokens (the paper: avg@8, 32K tokens; "
                 "`python evaluate.py --paper-protocol` measures that)")
+        if getattr(a, "variant", ""):                  # a variant says what it changed, first
+            note = f"variant: {a.variant}; {note}"
         md = results_table(self.rows, self.budgets)
         with open(self.run.path("table.md"), "w") as f:
             f.write(note + "\n\n" + md + "\n")

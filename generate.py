@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from dataclasses import dataclass
 
 import torch
@@ -33,13 +34,6 @@ from transformers.utils import logging as hf_logging
 
 import reward
 from machinery.lm_head import pad
-
-# The paper's math instruction (the official code's wording). One prompt format is used for
-# collection, SRT, Phase 2 and evaluation (the released code mixed three formats across stages).
-MATH_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
-# Code tasks: the answer is the last fenced python block (reward.code_reward grades it).
-CODE_INSTRUCTION = ("Please reason step by step, then write your complete solution as a Python "
-                    "program in a single ```python code block at the end.")
 
 PAPER_MODEL = "Qwen/Qwen3-4B-Instruct-2507"
 # The user-facing name "Qwen/Qwen3-4B-Instruct" is not a hub id; the paper's model is the 2507 one.
@@ -54,18 +48,13 @@ class ModelLoadError(RuntimeError):
 # Prompts
 # --------------------------------------------------------------------------------------------
 def build_messages(question: str, task: str = "math") -> list[dict]:
-    """The chat for question x: one user turn, question first, then the task instruction.
+    """The chat for question x: one user turn, question first, then the task's instruction
+    (reward.TASKS: the paper's math instruction for "math").
 
     No system prompt and no thinking flags: Qwen3-4B-Instruct-2507 is non-thinking only, and its
     template has no thinking switch, so ``enable_thinking`` is never passed.
     """
-    if task == "math":
-        instruction = MATH_INSTRUCTION
-    elif task == "code":
-        instruction = CODE_INSTRUCTION
-    else:
-        raise ValueError(f"unknown task {task!r} (expected 'math' or 'code')")
-    return [{"role": "user", "content": f"{question}\n\n{instruction}"}]
+    return [{"role": "user", "content": f"{question}\n\n{reward.get_task(task).instruction}"}]
 
 
 def prompt_text(tokenizer, question: str, task: str = "math") -> str:
@@ -359,12 +348,27 @@ def sample_and_grade(model, tok, items: list[dict], *, task: str = "math", n: in
     return rolls, reward.grade(task, [r.text for r in rolls], [items[r.index] for r in rolls], phrases)
 
 
+# Explicit self-revision phrases (Fig. 3, 6): SRT teaches the model to revise inside its answer, and
+# Phase 2 should internalise that, so their rate is tracked during training and at evaluation.
+DEFAULT_KEYWORDS = ("wait", "let me start over", "let me correct", "let me rephrase",
+                    "let me re-check", "let me recheck", "this is wrong", "not correct")
+
+def keyword_rate(texts: list[str], keywords=DEFAULT_KEYWORDS) -> float:
+    """Share of responses containing at least one explicit self-revision phrase (case-insensitive,
+    whole words, so "awaited" does not count as "wait")."""
+    if not texts:
+        return 0.0
+    pats = [re.compile(r"\b" + re.escape(k.lower()) + r"\b") for k in keywords]
+    return sum(any(p.search(t.lower()) for p in pats) for t in texts) / len(texts)
+
+
 def rollout_metrics(rolls: list[Rollout], rewards: list[float]) -> dict:
     """The per-step numbers every on-policy method logs, counted the same way (paper App. C.2:
-    one generated response = one generation)."""
+    one generated response = one generation); response length and keyword rate are Fig. 6's curves."""
     n_tok = sum(r.num_tokens for r in rolls)
     return {"reward": sum(rewards) / max(len(rewards), 1),
             "response_tokens": n_tok / max(len(rolls), 1),
+            "keyword_rate": keyword_rate([r.text for r in rolls]),
             "truncated": sum(not r.finished for r in rolls) / max(len(rolls), 1),
             "new_generations": len(rolls), "new_tokens": n_tok}
 

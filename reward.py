@@ -75,14 +75,22 @@ Code:
   temp dir, a program that inspects the harness in memory, kernel exploits, contention, side channels.
   verifier/sandbox.py gives the details.
 
+Tasks (the end of this file): TASKS maps a task name ("math", "code", or one you register) to its
+instruction, its data-row check and its batch reward; ``grade(task, ...)`` is what the phases call.
+
 The machinery lives in verifier/ (clean-up, LaTeX parser and size guards, answer shapes, comparison, worker
 pool, sandbox, test harness); this file is the verifier as a reader of the paper meets it.
 """
 from __future__ import annotations
 
+import importlib
+import json
+import os
 import re
 import secrets
+import sys
 from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, NamedTuple
 
 from verifier.answer import _analyse
 from verifier.cleanup import _match_brace
@@ -93,7 +101,8 @@ from verifier.limits import MAX_ANSWER_CHARS, MAX_DEPTH, MAX_ITEMS, TIME_BUDGET
 from verifier.pool import _pool_map
 from verifier.sandbox import run_python, sandbox_protections
 
-__all__ = ["VERIFIER_VERSION", "P_CORRECT", "P_WRONG", "P_WRONG_OFFICIAL", "CONTROL_PHRASES", "grade",
+__all__ = ["VERIFIER_VERSION", "P_CORRECT", "P_WRONG", "P_WRONG_OFFICIAL", "CONTROL_PHRASES",
+           "Task", "TASKS", "register_task", "get_task", "grade", "load_reward",
            "MAX_ANSWER_CHARS", "MAX_DEPTH", "MAX_ITEMS", "TIME_BUDGET",
            "extract_boxed", "math_equal", "math_reward", "math_reward_batch",
            "extract_code", "extract_program", "run_python", "code_reward", "code_verdict", "code_reward_batch",
@@ -119,18 +128,6 @@ def _after_last_phrase(text: str, phrases) -> str:
         if k >= 0:
             cut = max(cut, k + len(p))
     return text if cut < 0 else text[cut:]
-
-
-def grade(task: str, texts: list[str], items: list[dict], control_phrases=CONTROL_PHRASES) -> list[float]:
-    """Binary rewards r(y, a) for many responses of one task; items carry "answer" (math) or
-    "tests" (code). Only the text after the last control phrase counts (see _after_last_phrase)."""
-    if not texts:
-        return []
-    if task == "math":
-        return math_reward_batch(texts, [it["answer"] for it in items], control_phrases=control_phrases)
-    if task == "code":
-        return code_reward_batch(texts, [it["tests"] for it in items], control_phrases=control_phrases)
-    raise ValueError(f"unknown task {task!r}")
 
 
 # ============================================================================================
@@ -348,3 +345,116 @@ def code_reward_batch(responses, tests_list, workers: int = 2, timeout: float = 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as ex:
         return list(ex.map(lambda rt: code_reward(rt[0], rt[1], timeout, control_phrases),
                            zip(responses, tests_list)))
+
+
+# ============================================================================================
+# Tasks: one entry per task, read by every file that needs to know one
+# ============================================================================================
+# A task is what SD-Zero needs to know about a kind of question: the instruction the generator is
+# given, which data rows are valid, and the binary reward. The data loader (data.py), the prompt
+# (generate.build_messages), grading (``grade``), train.py --task and evaluate.py --task all read
+# TASKS, so a new task is one ``register_task`` call (or ``--reward module:function``, ``load_reward``).
+class Task(NamedTuple):
+    name: str
+    instruction: str                          # appended to the question in the user turn
+    check_row: Callable[[dict], dict]         # validate + normalise one data row; ValueError(why) if bad
+    reward: Callable[[list[str], list[dict], tuple], list[float]]   # (responses, rows, P_r's) -> r ∈ {0, 1}
+    extract: Callable[[str], str | None]      # the final answer a response commits to (for reading outputs)
+
+
+TASKS: dict[str, Task] = {}
+
+
+def register_task(task: Task) -> Task:
+    """Add (or replace) a task; returns it."""
+    TASKS[task.name] = task
+    return task
+
+
+def get_task(name: str) -> Task:
+    if name not in TASKS:
+        raise ValueError(f"unknown task {name!r} (registered: {', '.join(sorted(TASKS))})")
+    return TASKS[name]
+
+
+def grade(task: str, texts: list[str], items: list[dict], control_phrases=CONTROL_PHRASES) -> list[float]:
+    """Binary rewards r(y, a) for many responses of one task; only the text after the last control
+    phrase counts (the revision in a y_init + P_r + y_revised transcript)."""
+    return get_task(task).reward(list(texts), list(items), tuple(control_phrases)) if texts else []
+
+
+def _check_math_row(row: dict) -> dict:
+    a = row.get("answer")
+    if isinstance(a, (int, float)) and not isinstance(a, bool):
+        row["answer"] = a = str(a)
+    if not isinstance(a, str) or not a.strip():
+        raise ValueError("missing or empty answer field (math needs a final answer)")
+    return row
+
+
+def _check_code_row(row: dict) -> dict:
+    t = row.get("tests")
+    if isinstance(t, str):
+        try:
+            t = row["tests"] = json.loads(t)
+        except json.JSONDecodeError:
+            raise ValueError("tests field is a string but not JSON") from None
+    if isinstance(t, list):                  # codeforces-cots' "examples": a bare list of stdio cases
+        t = row["tests"] = {"stdio": t}
+    ok = isinstance(t, dict) and (
+        (isinstance(t.get("stdio"), list) and t["stdio"] and all(
+            isinstance(c, dict) and "input" in c and "output" in c for c in t["stdio"]))
+        or (isinstance(t.get("entry_point"), str) and isinstance(t.get("test"), str)))
+    if not ok:
+        raise ValueError("tests must be {'stdio': [{'input','output'}, ...]} or "
+                         "{'entry_point': name, 'test': 'def check(candidate): ...'}")
+    return row
+
+
+register_task(Task(
+    "math",
+    # The paper's math instruction (the official code's wording). One prompt format is used for
+    # collection, SRT, Phase 2 and evaluation (the released code mixed three formats across stages).
+    "Please reason step by step, and put your final answer within \\boxed{}.",
+    _check_math_row,
+    lambda texts, rows, phrases: math_reward_batch(texts, [r["answer"] for r in rows], control_phrases=phrases),
+    extract_boxed))
+register_task(Task(
+    "code",
+    # The answer is the last fenced python block (code_reward grades it; a ```cpp block also runs).
+    "Please reason step by step, then write your complete solution as a Python program in a single "
+    "```python code block at the end.",
+    _check_code_row,
+    lambda texts, rows, phrases: code_reward_batch(texts, [r["tests"] for r in rows], control_phrases=phrases),
+    extract_code))
+
+
+def _check_answer_row(row: dict) -> dict:
+    if row.get("answer") is None:
+        raise ValueError("missing answer field (this task's reward reads it)")
+    return row
+
+
+def load_reward(spec: str, task: str) -> Task:
+    """``--reward module:function``: a reward from outside the project, used for ``task``.
+
+    ``function(response, row) -> float`` grades one response (the text after the last P_r) against
+    its data row; importing ``module`` may also register tasks of its own. If ``task`` is already
+    registered (say, by the module) it keeps its instruction and row check and takes this reward;
+    otherwise it is registered with the math instruction and a row check that wants an "answer".
+    One line (ValueError) if the module or the function cannot be found.
+    """
+    module_name, _, fn_name = spec.partition(":")
+    if os.getcwd() not in sys.path:
+        sys.path.append(os.getcwd())          # a module in the current folder, as `python -m` would find it
+    try:
+        fn = getattr(importlib.import_module(module_name), fn_name)
+    except (ImportError, AttributeError, ValueError) as e:
+        raise ValueError(f"--reward {spec}: cannot import {fn_name or '(no function)'} from {module_name!r} "
+                         f"({type(e).__name__}: {e}); write it as module:function, with the module on "
+                         "the Python path (e.g. in the current folder)") from None
+
+    def batch(texts, rows, phrases):
+        return [float(fn(_after_last_phrase(t, phrases), r) >= 0.5) for t, r in zip(texts, rows)]
+    base = TASKS.get(task) or Task(task, TASKS["math"].instruction, _check_answer_row, batch, lambda t: None)
+    return register_task(base._replace(reward=batch))

@@ -64,7 +64,7 @@ from transformers.utils import logging as hf_logging
 
 import generate
 from revise import SEP
-from reward import P_CORRECT, P_WRONG
+from reward import P_CORRECT, P_WRONG, TASKS
 
 # Control phrases P_r by reward (paper §2.1; r=1 correct, r=0 wrong): the strings Phase 1 and 2 use.
 # A revision in the corpus is y0 + SEP + P_r + SEP + y_rev, SD-Zero's own layout.
@@ -233,7 +233,7 @@ def tokenizer_lines(qs: list) -> list[str]:
     """Text the BPE is trained on: rendered prompts, both habits, control phrases, chat words."""
     lines = ["<|im_start|>user\n", "<|im_start|>assistant\n", *CONTROL_PHRASES.values()]
     for q in qs:
-        lines += [question_text(q) + "\n\n" + generate.MATH_INSTRUCTION,
+        lines += [question_text(q) + "\n\n" + TASKS["math"].instruction,
                   response(q, True), response(q, False)]
     return lines
 

@@ -95,10 +95,10 @@ def phase1(args, model, tok, n1: list[dict], run: Run) -> None:
     eos = eos_ids(model, tok)
     examples = [srt_example(r["prompt_ids"], r["y_init_ids"], phrase_ids(tok, r["phrase"]), r["y_rev_ids"], eos)
                 | {"wrong_init": r["reward_init"] < 0.5} for r in rows]
-    if args.srt_loss == "joint":                         # eq. 3: L_rev + L_gen in one pass
-        stages = [("joint", examples)]
-    else:                                                # the official code: L_gen on wrong-init tuples, then L_rev
+    if args.srt_loss == "sequential":                    # the official code: L_gen on wrong-init tuples, then L_rev
         stages = [("gen", [e for e in examples if e["wrong_init"]] or examples), ("rev", examples)]
+    else:                                                # eq. 3: L_rev + L_gen in one pass (or one term: Table 11)
+        stages = [(args.srt_loss, examples)]
     srt_loop(args, model, tok, stages, run, phase1_spent(run), "srt")
 
 
@@ -178,6 +178,7 @@ def phase2(args, student, teacher, tok, n2: list[dict], run: Run, spent, *, step
     eos = eos_ids(student, tok)
     gen = training_sampling(args, on_policy=True, synced_gpus=distributed.sharded(student))
     order = data.phase2_order(len(n2), args.seed, steps * batch_questions)
+    divergence = config.divergence_name(args) if teacher is not None else None    # what the "kl" column holds
     bad = BadSteps(args.max_bad_steps)
     t0 = time.time() - (saved["last"]["seconds"] if start else 0)
     bar = progress(steps, label, start, args.quiet)
@@ -200,8 +201,9 @@ def phase2(args, student, teacher, tok, n2: list[dict], run: Run, spent, *, step
             teacher.load_state_dict(student.state_dict())     # teacher := student (Fig. 5)
             syncs += 1
         record = {"phase": "distill", "method": args.method, "step": step_no + 1, "reward": m["reward"],
-                  "loss": m["loss"], "kl": m["kl_per_token"], "grad_norm": norm, "lr": lr_now,
-                  "response_tokens": m["response_tokens"], "truncated": m["truncated"],
+                  "loss": m["loss"], "kl": m["kl_per_token"], "divergence": divergence, "grad_norm": norm,
+                  "lr": lr_now, "response_tokens": m["response_tokens"], "keyword_rate": m["keyword_rate"],
+                  "truncated": m["truncated"],
                   "generations": gens, "generated_tokens": gen_tokens, "teacher_syncs": syncs,
                   "skipped": not ok, "skipped_total": bad.total, "seconds": round(time.time() - t0, 2)}
         if (step_no + 1) % args.save_every == 0 or step_no + 1 == steps:

@@ -138,7 +138,7 @@ def all_gather(obj) -> list:
 
 # How each per-step number of a rank combines with the others' (distill/generate/train metrics).
 SUMMED = ("loss", "new_generations", "new_tokens", "scored_tokens")      # parts of a global total
-PER_ROLLOUT = ("reward", "truncated", "response_tokens")                 # means over rollouts
+PER_ROLLOUT = ("reward", "truncated", "response_tokens", "keyword_rate")  # means over rollouts
 PER_TOKEN = ("kl_per_token",)                                            # means over scored tokens
 
 

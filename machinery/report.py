@@ -34,14 +34,21 @@ import sys
 
 # Eight colours that stay apart on white and for the common forms of colour blindness (Okabe-Ito).
 PALETTE = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#F0E442"]
-SMOOTH = 10              # training curves: trailing mean over this many steps (one step = 32 rollouts
-                         # on the toy, so a raw reward curve jitters by about ±0.09)
+SMOOTH = 10              # training curves: trailing mean over at most this many steps (one step = 32
+                         # rollouts on the toy, so a raw reward curve jitters by about ±0.09); a short
+                         # run gets a shorter window (``smoothing``), so that 20 steps are not one flat line
 W, H, PAD_L, PAD_R, PAD_T, PAD_B = 560, 260, 64, 14, 28, 40     # one chart, in SVG pixels
 
 # (metrics key, chart title, y label): the training curves drawn from metrics.jsonl
 TRAINING = [("reward", "Training reward (share of rollouts verified)", "reward"),
             ("kl", "KL per token, student ‖ teacher", "KL / token"),
-            ("response_tokens", "Mean response length", "tokens")]
+            ("response_tokens", "Mean response length", "tokens"),
+            ("keyword_rate", "Self-revision keyword rate (Fig. 6)", "share of rollouts")]
+# The title of the "kl" chart follows the divergence the runs trained with (metrics' "divergence").
+DIVERGENCE_TITLES = {"reverse": "KL per token, student ‖ teacher (reverse, eq. 4)",
+                     "forward": "KL per token, teacher ‖ student (forward)"}
+# config.json keys that differ between any two runs without making them different experiments.
+NOT_A_DIFFERENCE = {"run_name", "runs_dir", "resume", "quiet", "threads", "toy_root", "variant", "report_to"}
 
 
 # --------------------------------------------------------------------------------------------
@@ -90,11 +97,46 @@ def training_series(run: dict, key: str) -> list[tuple[float, float]]:
     """
     recs = [r for r in run["metrics"] if r.get("phase") == "distill" and _number(r.get("generations"))
             and _number(r.get(key))]
-    pts = []
+    pts, width = [], smoothing(run)
     for i, r in enumerate(recs):
-        window = recs[max(0, i + 1 - SMOOTH):i + 1]
+        window = recs[max(0, i + 1 - width):i + 1]
         pts.append((r["generations"], sum(w[key] for w in window) / len(window)))
     return pts
+
+
+def smoothing(run: dict) -> int:
+    """The trailing window of a run's curves: SMOOTH steps, or a tenth of a short run (at least 1)."""
+    steps = sum(r.get("phase") == "distill" for r in run["metrics"])
+    return max(1, min(SMOOTH, steps // 10))
+
+
+def kl_title(runs: list[dict]) -> str:
+    """The KL chart's title from the divergences the runs logged; one neutral title if they differ."""
+    kinds = {r.get("divergence") for run in runs for r in run["metrics"] if r.get("divergence")}
+    if len(kinds) != 1:
+        return "Divergence per token, student vs teacher" + (" (see legend)" if kinds else "")
+    kind = kinds.pop()
+    return DIVERGENCE_TITLES.get(kind, f"Divergence per token: {kind} (forward weight) KL")
+
+
+def label(run: dict) -> str:
+    """A run's legend entry: its method and the settings it changed (config.variant)."""
+    cfg = run["config"]
+    return " ".join(str(x) for x in (cfg.get("method", "?"), cfg.get("variant", "")) if x)
+
+
+def differences(runs: list[dict]) -> str:
+    """HTML list of the config settings that differ between the runs (nothing for a single run)."""
+    if len(runs) < 2:
+        return ""
+    keys = sorted({k for r in runs for k in r["config"]} - NOT_A_DIFFERENCE)
+    rows = [k for k in keys if len({json.dumps(r["config"].get(k), sort_keys=True) for r in runs}) > 1]
+    if not rows:
+        return "<p class=n>The runs' settings are identical (apart from names and folders).</p>"
+    head = "<tr><th>setting</th>" + "".join(f"<th>{html.escape(r['name'])}</th>" for r in runs) + "</tr>"
+    body = "".join("<tr><td>--" + html.escape(k.replace("_", "-")) + "</td>" + "".join(
+        f"<td>{html.escape(str(r['config'].get(k, '-')))}</td>" for r in runs) + "</tr>" for k in rows)
+    return f"<h2>Differences</h2><table>{head}{body}</table>"
 
 
 def heldout_series(run: dict) -> list[tuple[float, float, str]]:
@@ -218,6 +260,7 @@ def render(runs: list[dict]) -> str:
              for r in runs for x, n in sync_marks(r)]
     charts = []
     for key, title, ylabel in TRAINING:
+        title = kl_title(runs) if key == "kl" else title
         series = [{"label": r["name"], "color": color[id(r)], "points": training_series(r, key)}
                   for r in runs]
         series = [s for s in series if s["points"]]
@@ -229,14 +272,15 @@ def render(runs: list[dict]) -> str:
                             [s for s in acc if s["points"]], [], (0.0, 100.0)))
     names = ", ".join(r["name"] for r in runs)
     legend = "".join(f"<div><span class=sw style='background:{color[id(r)]}'></span>{html.escape(r['name'])}"
-                     f" <span class=n>({html.escape(str(r['config'].get('method', '?')))}, "
-                     f"{len(r['metrics'])} logged steps)</span></div>" for r in runs)
+                     f" <span class=n>({html.escape(label(r))}, {len(r['metrics'])} logged steps)</span></div>"
+                     for r in runs)
+    widths = sorted({smoothing(r) for r in runs})
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>SD-Zero report: {html.escape(names)}"
             f"</title><style>{CSS}</style></head><body><h1>SD-Zero report</h1>{legend}"
             "<p class=n>x axis: generations used (one generated response = one generation, paper App. "
-            f"C.2). Training curves: on-policy steps only, trailing mean over {SMOOTH} steps. Dashed "
-            "lines: teacher syncs. Hover a line or a point for its name and value.</p>"
-            f"<div class=charts>{''.join(charts)}</div><h2>Held-out table</h2>{summary_rows(runs)}"
+            f"C.2). Training curves: on-policy steps only, trailing mean over {'/'.join(map(str, widths))} "
+            "step(s). Dashed lines: teacher syncs. Hover a line or a point for its name and value.</p>"
+            f"{differences(runs)}<div class=charts>{''.join(charts)}</div><h2>Held-out table</h2>{summary_rows(runs)}"
             "<p class=n>correction (own answers): each model revises its own first answers; pool: every "
             "model revises the same fixed answers (revision_pool.jsonl).</p></body></html>")
 

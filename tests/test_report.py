@@ -53,16 +53,17 @@ def test_single_run_page(tiny_run):
     _check_self_contained(text)
     assert EVIL not in text and html.escape(EVIL) in text
     charts = re.findall(r"<svg.*?</svg>", text, re.S)
-    assert len(charts) == 4                        # reward, KL, length, held-out accuracy
+    assert len(charts) == 5                        # reward, KL, length, keyword rate, held-out accuracy
     for chart in charts:
         assert chart.count("<polyline") == 1       # one run -> one series per chart
     reward_pts = re.search(r"<polyline points='([^']*)'", charts[0]).group(1).split()
     assert len(reward_pts) == 3                    # one point per Phase-2 step
-    acc_pts = re.search(r"<polyline points='([^']*)'", charts[3]).group(1).split()
+    acc_pts = re.search(r"<polyline points='([^']*)'", charts[4]).group(1).split()
     assert len(acc_pts) == 2                       # start (0 generations) and the final model
-    for chart in charts[:3]:                       # the one teacher sync (after step 2), dashed
+    for chart in charts[:4]:                       # the one teacher sync (after step 2), dashed
         assert chart.count("stroke-dasharray") == 1 and "teacher sync 1" in chart
-    assert "stroke-dasharray" not in charts[3]
+    assert "stroke-dasharray" not in charts[4]
+    assert "(reverse, eq. 4)" in charts[1]         # the KL chart names the divergence the run used
 
 
 def test_overlay_escapes_labels_and_draws_every_run(tiny_run, tmp_path):
@@ -77,7 +78,7 @@ def test_overlay_escapes_labels_and_draws_every_run(tiny_run, tmp_path):
     _check_self_contained(text)
     assert html.escape(bad) in text and bad not in text
     charts = re.findall(r"<svg.*?</svg>", text, re.S)
-    assert [c.count("<polyline") for c in charts] == [2, 2, 2, 2]
+    assert [c.count("<polyline") for c in charts] == [2, 2, 2, 2, 2]
 
 
 def test_empty_run_folder_and_cli(tmp_path, capsys):
@@ -87,7 +88,7 @@ def test_empty_run_folder_and_cli(tmp_path, capsys):
     assert report.main([str(empty)]) == 0
     text = (empty / "report.html").read_text()
     _check_self_contained(text)
-    assert text.count("no data in these runs") == 4 and "<polyline" not in text
+    assert text.count("no data in these runs") == 5 and "<polyline" not in text
     with pytest.raises(SystemExit):
         report.main([str(tmp_path / "missing")])
 

@@ -8,6 +8,7 @@ import sympy
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import generate  # noqa: E402
+import reward  # noqa: E402
 import toy  # noqa: E402
 
 
@@ -46,7 +47,8 @@ def test_corpus_is_deterministic_and_never_contains_test_questions():
     test_texts = {toy.question_text(q) for q in te}
     assert not {ex["question"] for ex in a} & test_texts
     # ...and the tokenizer is trained on train questions only
-    assert not set(toy.tokenizer_lines(tr)) & {toy.question_text(q) + "\n\n" + generate.MATH_INSTRUCTION for q in te}
+    instruction = reward.TASKS["math"].instruction
+    assert not set(toy.tokenizer_lines(tr)) & {toy.question_text(q) + "\n\n" + instruction for q in te}
 
 
 def test_answers_match_sympy_and_habits_always_differ():

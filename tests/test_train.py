@@ -159,8 +159,8 @@ def _memorising_code_model(path, items, steps=200):
 
 
 def prompt_text_stub(it):
-    from generate import CODE_INSTRUCTION
-    return "user assistant " + it["question"] + " " + CODE_INSTRUCTION
+    from reward import TASKS
+    return "user assistant " + it["question"] + " " + TASKS["code"].instruction
 
 
 def test_code_task_end_to_end(tmp_path):
