@@ -100,3 +100,35 @@ def test_tensorboard_gets_both_phases_each_on_its_own_steps(tmp_path):
     events.Reload()
     got = {tag: [(s.step, s.value) for s in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
     assert got == {"srt/loss": [(1, 2.0), (2, 1.5)], "distill/reward": [(1, 0.25)], "distill/skipped": [(1, 0.0)]}
+
+
+def test_wandb_gives_each_phase_its_own_step_axis(monkeypatch, tmp_path):
+    """wandb is not installed here: a stand-in records the calls. wandb drops a step lower than the last
+    one, so Phase 2 (from step 1 again after SRT) logs against ``distill/step``, declared once."""
+    calls = []
+
+    class FakeRun:
+        def define_metric(self, name, step_metric=None):
+            calls.append(("define", name, step_metric))
+
+        def log(self, values):
+            calls.append(("log", values))
+
+        def finish(self):
+            calls.append(("finish",))
+
+    fake = type(sys)("wandb")
+    fake.init = lambda **kw: calls.append(("init", kw["project"], kw["name"], kw["config"])) or FakeRun()
+    monkeypatch.setitem(sys.modules, "wandb", fake)
+    monkeypatch.delenv("WANDB_PROJECT", raising=False)
+    tracker = tracking.start("wandb", str(tmp_path / "myrun"), {"lr": 1e-3})
+    for rec in [{"phase": "srt", "step": 2, "loss": 1.0}, {"phase": "distill", "step": 1, "reward": 0.5},
+                {"phase": "distill", "step": 2, "reward": 0.75}]:
+        tracker.log(rec)
+    tracker.close()
+    assert calls == [("init", "sd-zero", "myrun", {"lr": 1e-3}),
+                     ("define", "srt/step", None), ("define", "srt/*", "srt/step"),
+                     ("log", {"srt/loss": 1.0, "srt/step": 2}),
+                     ("define", "distill/step", None), ("define", "distill/*", "distill/step"),
+                     ("log", {"distill/reward": 0.5, "distill/step": 1}),
+                     ("log", {"distill/reward": 0.75, "distill/step": 2}), ("finish",)]
