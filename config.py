@@ -19,6 +19,7 @@ import distill
 import reward
 import toy
 from generate import ENGINES
+from machinery import tracking
 from reward import P_CORRECT, P_WRONG
 
 # (flag, paper default, toy default, help incl. source)
@@ -143,6 +144,11 @@ def build_parser(description: str = "SD-Zero: Phase 1 (SRT), then Phase 2 (self-
     p.add_argument("--toy-world", choices=list(toy.WORLDS), default="standard",
                    help="banded = two more shapes the base rarely solves; the table reports each band")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--report-to", choices=tracking.BACKENDS, default="none",
+                   help="live curves: every metrics.jsonl record also to trackio (`pip install trackio`; "
+                        "then `trackio show`), wandb (`pip install wandb`) or tensorboard (`pip install "
+                        "tensorboard`; then `tensorboard --logdir runs`); none of them is required "
+                        "(machinery/tracking.py)")
     return p
 
 
@@ -155,6 +161,7 @@ def resolve(args) -> argparse.Namespace:
     check_task(args)
     if args.support == "sampled" and args.kl != "reverse":
         raise SystemExit("error: --support sampled estimates the reverse KL only; use --kl reverse")
+    tracking.require(args.report_to)      # a missing package: one line now, not after the model loads
     args.method = getattr(args, "method", "sdzero")
     args.variant = variant(args)
     args.run_name = args.run_name or ("toy" if args.toy else os.path.basename(args.model.rstrip("/")))

@@ -46,7 +46,7 @@ import distill
 import toy
 from evaluate import Table
 from generate import MODEL_ALIASES, ModelLoadError, eos_ids, load_model, training_sampling
-from machinery import distributed, gpu_memory, report
+from machinery import distributed, gpu_memory, report, tracking
 from machinery.optim import BadSteps, cosine_schedule, make_optimizer, step_optimizer, warmup_constant_schedule
 from machinery.run import Run, progress, seed_all
 from revise import Phrases, cap_traces, collect_revisions, phrase_ids, srt_backward, srt_example, srt_token_counts
@@ -350,7 +350,7 @@ def open_run(args) -> dict:
         model, tok = load_model(model_name, gradient_checkpointing=grad_ckpt, quiet=args.quiet, dtype=dtype)
     except ModelLoadError as e:
         raise SystemExit(f"error: {e}") from None
-    run = Run(run_dir, vars(args), args.resume)
+    run = Run(run_dir, vars(args), args.resume, tracking.start(args.report_to, run_dir, vars(args), args.resume))
     if args.toy and (note := repro.check_pinned(torch)):
         run.say(note)
     table = Table(args, run, tok, test_rows[:args.eval_questions], training_sampling(args))
@@ -363,6 +363,7 @@ def finish_run(args, run: Run, table: Table, t_start: float) -> None:
     table.write()
     charts = report.write_report([run.dir]) if distributed.is_main() else None
     run.say(f"\ntotal wall time {time.time() - t_start:.0f}s; outputs in {run.dir}/ (charts: {charts})")
+    run.close()                                     # --report-to: the tracker's run ends here
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ What is here keeps a run correct, fast and safe:
     gpu_memory.py   the memory model of a run and the fit check before anything is loaded
     distributed.py  torchrun: FSDP2 shards, splitting batches, global token counts, DCP checkpoints
     report.py       report.html (training curves) and the self-localisation heat map
+    tracking.py     live curves: --report-to trackio / wandb / tensorboard, each optional
 
 This file imports nothing, so ``from machinery import repro`` can run before torch is imported.
 """

@@ -9,6 +9,8 @@ Not the paper. train.py's loops (SD-Zero's Algorithm 1) call ``Run.restore`` onc
 * RNG state      — ``seed_all``, ``rng_state``, ``set_rng_state``: every generator a run draws from.
 * ``atomic_torch_save`` and ``progress`` (a tqdm bar that a --quiet run turns off).
 
+``Run.metric`` also hands each record to the run's tracker, if --report-to chose one (tracking.py).
+
 Under torchrun only rank 0 writes; sharded checkpoints go through distributed.py (DCP).
 """
 from __future__ import annotations
@@ -74,8 +76,9 @@ PHASE_ORDER = {"srt": 0, "distill": 1}
 class Run:
     """runs/<name>/ and what is in it; ``ckpt`` is the checkpoint a --resume continues from."""
 
-    def __init__(self, run_dir: str, config: dict, resume: bool):
+    def __init__(self, run_dir: str, config: dict, resume: bool, tracker=None):
         self.dir = run_dir
+        self.tracker = tracker                        # tracking.py: live curves (--report-to), or None
         self.metrics = os.path.join(run_dir, "metrics.jsonl")
         ckpt_path = self.path("checkpoint.pt")
         self.main = distributed.is_main()             # distributed: rank 0 alone writes the folder
@@ -106,6 +109,14 @@ class Run:
             return
         with open(self.metrics, "a") as f:
             f.write(json.dumps(rec) + "\n")
+        if self.tracker is not None:
+            self.tracker.log(rec)                     # the same record, to trackio / wandb / tensorboard
+
+    def close(self) -> None:
+        """End the tracker's run (the folder itself needs no closing); train.finish_run calls it."""
+        if self.tracker is not None:
+            self.tracker.close()
+            self.tracker = None
 
     def last_metric(self) -> dict:
         return read_jsonl(self.metrics)[-1]
