@@ -21,7 +21,7 @@ from conftest import ROOT
 # on the ground floor. tests/ stand above everything and import what they like.
 FLOORS = {
     0: ["verifier", "machinery", "machinery.repro", "machinery.distributed", "machinery.report"],
-    1: ["reward", "machinery.lm_head", "machinery.optim", "machinery.gpu_memory"],
+    1: ["reward", "machinery.lm_head", "machinery.optim", "machinery.gpu_memory", "machinery.tracking"],
     2: ["generate", "data"],
     3: ["revise", "machinery.run"],
     4: ["distill", "toy"],
