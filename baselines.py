@@ -176,7 +176,8 @@ def sdft_step(args, student, teacher, tok, items, *, phrases, eos, gen, count_al
     out = distill.distill_batch(student, teacher, [r.prompt_ids for r in rolls], demo_x, ys, tok.pad_token_id,
                                 weights=distill.batch_token_weights(ys, args.norm, count_all),
                                 micro_batch=args.micro_batch, k=args.topk, kind=args.kl, mix=args.mix,
-                                support=args.support, temperature=args.temperature)
+                                support=args.support, temperature=args.temperature,
+                                kl_temperature=args.kl_temperature)
     kl = out["per_token_kl"]
     return {"loss": out["loss"], "kl_per_token": float(kl.mean()) if len(kl) else 0.0,
             **rollout_metrics(rolls, rewards)}

@@ -13,6 +13,7 @@ train.py and baselines.py read the same parser, so a baseline runs at SD-Zero's 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 
 import distill
@@ -56,6 +57,9 @@ KNOBS = [
     ("mix", 0.5, 0.5, "forward weight of --kl mixed (official code: 0.5)"),
     ("support", "topk", "topk", "KL support: topk (teacher top-k, renormalised; paper/code), full, sampled"),
     ("topk", 64, 64, "teacher top-k (paper Table 6: 64)"),
+    ("kl_temperature", 1.0, 1.0, "temperature of both sides' log-probs in the Phase-2 KL (topk and full supports). "
+     "1 = the two models as they are, π_θ and π_SRT of eq. 4 (paper silent; the official code samples at T = 1, "
+     "where the question does not arise); --support sampled always uses --temperature, as its estimator must"),
     ("norm", "token_mean", "token_mean", "token_mean over the batch (official code) or seq_sum (eq. 4 literally)"),
     ("teacher_sync", 0, 0, "teacher := student every N Phase-2 steps; 0 = frozen SRT teacher (paper §2.2, Fig. 5)"),
     ("sync_on_plateau", 0, 0, "teacher := student once the reward plateaus: the mean of the last P steps has not "
@@ -74,6 +78,15 @@ KNOBS = [
      "earlier correct answer + 'rephrase' in the assistant turn (the toy cannot read instructions)"),
     ("save_every", 25, 1, "checkpoint every N steps (atomic; toy: every step)"),
 ]
+
+# --preset: a named set of knob values that replaces both columns for the knobs it names (flags still
+# win). "smoke" is the budget of tests/test_fingerprint.py's short toy run, with short generations, so
+# that any --model runs every phase's mechanics in minutes on a CPU; it measures nothing.
+PRESETS = {
+    "smoke": {"phase1_questions": 32, "max_traces": 0, "srt_steps": 8, "srt_batch_size": 8, "steps": 4,
+              "batch_questions": 8, "eval_questions": 16, "eval_k": 1, "max_new_tokens": 64,
+              "max_teacher_tokens": 1024, "gen_batch": 32, "micro_batch": 8, "save_every": 4},
+}
 
 CHOICES = {"kl": distill.KINDS, "support": distill.SUPPORTS, "norm": ("token_mean", "seq_sum"),
            "sdft_context": ("user", "assistant")}
@@ -123,6 +136,9 @@ def build_parser(description: str = "SD-Zero: Phase 1 (SRT), then Phase 2 (self-
         kind = count_or_fraction if name == "phase1_questions" else type(paper)
         p.add_argument("--" + name.replace("_", "-"), type=kind, default=None, choices=CHOICES.get(name),
                        help=f"{help_} [default: {paper}; toy: {toy_value}]")
+    p.add_argument("--preset", choices=sorted(PRESETS), default=None,
+                   help="smoke = a few Phase-1 questions, a few SRT and Phase-2 steps, 64-token answers, a "
+                        "16-question table: any --model's mechanics in minutes on a CPU (flags still win)")
     p.add_argument("--run-name", default=None, help="runs/<name>/ (default: toy or model basename)")
     p.add_argument("--runs-dir", default="runs")
     p.add_argument("--resume", action="store_true", help="continue from runs/<name>/checkpoint.pt")
@@ -155,9 +171,10 @@ def build_parser(description: str = "SD-Zero: Phase 1 (SRT), then Phase 2 (self-
 def resolve(args) -> argparse.Namespace:
     """Fill every knob left unset with the paper's value, or the toy's when --model is omitted."""
     args.toy = args.model is None
+    preset = PRESETS.get(getattr(args, "preset", None), {})
     for name, paper, toy_value, _ in KNOBS:
         if getattr(args, name) is None:
-            setattr(args, name, toy_value if args.toy else paper)
+            setattr(args, name, preset.get(name, toy_value if args.toy else paper))
     check_task(args)
     if args.support == "sampled" and args.kl != "reverse":
         raise SystemExit("error: --support sampled estimates the reverse KL only; use --kl reverse")
@@ -206,6 +223,24 @@ def check_task(args) -> None:
     except ValueError as e:
         hint = "" if args.reward else "; a new task needs --reward module:function"
         raise SystemExit(f"error: --task: {e}{hint}" if "unknown task" in str(e) else f"error: {e}") from None
+
+
+# What a resumed run may not change: the checkpoint was trained with these, and its Phase-1 data,
+# teacher and table would silently mix two experiments.
+RESUME_KEYS = ("model", "task", "reward", "p_correct", "p_wrong", "kl", "mix", "support", "method")
+
+
+def check_resume(args, run_dir: str) -> None:
+    """--resume with a changed P_r, divergence, task or model stops here, in one line."""
+    path = os.path.join(run_dir, "config.json")
+    if not args.resume or not os.path.isfile(path):
+        return
+    saved = json.load(open(path))
+    changed = [f"--{k.replace('_', '-')} {saved.get(k)!r} -> {getattr(args, k, None)!r}" for k in RESUME_KEYS
+               if k in saved and saved.get(k) != getattr(args, k, None)]
+    if changed:
+        raise SystemExit(f"error: --resume would continue {run_dir} with other settings ({'; '.join(changed)}); "
+                         "resume with the run's own settings, or start a new --run-name")
 
 
 def parse(argv=None) -> argparse.Namespace:

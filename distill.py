@@ -72,7 +72,8 @@ def phase2_step(args, student, teacher, tok, items: list[dict], *, phrases, eos,
     weights = batch_token_weights(ys, args.norm, count_all)
     out = distill_batch(student, teacher, xs, teacher_contexts(xs, ys, ss, eos), ys, tok.pad_token_id,
                         weights=weights, micro_batch=args.micro_batch, k=args.topk, kind=args.kl,
-                        mix=args.mix, support=args.support, temperature=args.temperature)
+                        mix=args.mix, support=args.support, temperature=args.temperature,
+                        kl_temperature=args.kl_temperature)
     kl = out["per_token_kl"]
     return {"loss": out["loss"], "kl_per_token": float(kl.mean()) if len(kl) else 0.0,
             **rollout_metrics(rolls, rewards), "scored_tokens": sum(len(y) for y in ys)}
@@ -224,7 +225,7 @@ def check_loss_options(kind: str, support: str) -> None:
 def distill_loss(student, hidden: torch.Tensor, targets: torch.Tensor, teacher: dict, *,
                  weights: torch.Tensor, kind: str = "reverse", mix: float = 0.5, support: str = "topk",
                  teacher_head=None, chunk: int = 1024, backward: bool = True,
-                 temperature: float = 1.0) -> dict:
+                 temperature: float = 1.0, kl_temperature: float = 1.0) -> dict:
     """Eq. 4 at the N scored positions: the student's side, with its backward (backward=True).
 
     hidden: [N, H] the student's final hidden states at the positions that predict ``targets``
@@ -243,8 +244,9 @@ def distill_loss(student, hidden: torch.Tensor, targets: torch.Tensor, teacher: 
                            ∇ reverse KL; reverse only. It is unbiased only if y was sampled from the
                            p_s it scores, so with sampling temperature T both sides use logits / T
                            (``temperature``; the teacher's log p_t(y) must come from
-                           teacher_targets(..., temperature=T)). topk and full compare the two
-                           T = 1 distributions and ignore it.
+                           teacher_targets(..., temperature=T)). topk and full ignore it: they
+                           compare softmax(logits / ``kl_temperature``) of both sides (default 1,
+                           the two models as they are).
       norm     is in ``weights`` (token_weights' mode): under micro-batching the weights must be
                computed once for the whole batch, so they come in ready.
     Gradients flow through the student only and accumulate into .grad.
@@ -265,6 +267,9 @@ def distill_loss(student, hidden: torch.Tensor, targets: torch.Tensor, teacher: 
     student_lp = hidden.new_zeros(n, dtype=dtype)
     t_head = lm_head_of(teacher_head) if teacher_head is not None else None
 
+    def scale(logits):                                   # --kl-temperature (1: untouched, bit for bit)
+        return logits if kl_temperature == 1.0 else logits / kl_temperature
+
     def loss_fn(logits: torch.Tensor, sl: slice) -> torch.Tensor:      # logits: [n, V] fp32
         y = targets[sl]
         if support == "sampled":
@@ -275,19 +280,19 @@ def distill_loss(student, hidden: torch.Tensor, targets: torch.Tensor, teacher: 
             per_token = kl * (1.0 + s_lp - s_lp.detach())
             per_token_kl[sl], student_lp[sl] = kl, s_lp.detach()
         elif support == "topk":
-            s = F.log_softmax(logits.gather(-1, teacher["topk_ids"][sl]), dim=-1)       # [n, k]
-            t = F.log_softmax(upcast(teacher["topk_logits"][sl]), dim=-1)              # [n, k]
+            s = F.log_softmax(scale(logits.gather(-1, teacher["topk_ids"][sl])), dim=-1)       # [n, k]
+            t = F.log_softmax(scale(upcast(teacher["topk_logits"][sl])), dim=-1)              # [n, k]
             per_token = divergence(s, t, kind, mix)
             with torch.no_grad():
                 per_token_kl[sl], student_lp[sl] = per_token, target_logp(logits, y)
         else:  # full
-            s = F.log_softmax(logits, dim=-1)
+            s = F.log_softmax(scale(logits), dim=-1)
             with torch.no_grad():
-                t = F.log_softmax(upcast(t_head(teacher["hidden"][sl])), dim=-1)
+                t = F.log_softmax(scale(upcast(t_head(teacher["hidden"][sl]))), dim=-1)
             per_token = divergence(s, t, kind, mix)
             with torch.no_grad():
                 per_token_kl[sl] = per_token
-                student_lp[sl] = s.gather(-1, y[:, None]).squeeze(-1)
+                student_lp[sl] = target_logp(logits, y)
         return (weights[sl].to(per_token.dtype) * per_token).sum()
 
     loss = chunked_head_backward(student, hidden, loss_fn, chunk=chunk, backward=backward)
@@ -296,7 +301,7 @@ def distill_loss(student, hidden: torch.Tensor, targets: torch.Tensor, teacher: 
 
 def reference_loss(s_logits: torch.Tensor, t_logits: torch.Tensor, targets: torch.Tensor,
                    weights: torch.Tensor, *, kind: str = "reverse", mix: float = 0.5,
-                   support: str = "topk", k: int = 64, temperature: float = 1.0):
+                   support: str = "topk", k: int = 64, temperature: float = 1.0, kl_temperature: float = 1.0):
     """Eq. 4 the plain way, for tests and benchmarks: full [N, V] logits of both sides at the N
     scored positions, no chunks, no hand-written backward. Returns (loss, per-token values [N])."""
     s_logits, t_logits = upcast(s_logits), upcast(t_logits).detach()
@@ -309,6 +314,7 @@ def reference_loss(s_logits: torch.Tensor, t_logits: torch.Tensor, targets: torc
         if support == "topk":                  # both sides renormalised on the teacher's top-k ids
             ids = t_logits.topk(min(k, t_logits.shape[-1]), dim=-1).indices
             s_logits, t_logits = s_logits.gather(-1, ids), t_logits.gather(-1, ids)
+        s_logits, t_logits = s_logits / kl_temperature, t_logits / kl_temperature
         per_token = divergence(F.log_softmax(s_logits, -1), F.log_softmax(t_logits, -1), kind, mix)
         value = per_token
     return (weights.to(per_token.dtype) * per_token).sum(), value.detach()
@@ -320,7 +326,7 @@ def reference_loss(s_logits: torch.Tensor, t_logits: torch.Tensor, targets: torc
 def distill_batch(student, teacher, student_contexts, teacher_contexts_, ys, pad_id, *,
                   weights: torch.Tensor, micro_batch: int, k: int = 64, kind: str = "reverse",
                   mix: float = 0.5, support: str = "topk", temperature: float = 1.0,
-                  backward: bool = True) -> dict:
+                  kl_temperature: float = 1.0, backward: bool = True) -> dict:
     """Eq. 4 over a batch of responses Y, micro-batch by micro-batch (gradients accumulate).
 
     The student scores Y after its own context, the teacher the same Y after its context (SD-Zero:
@@ -347,7 +353,7 @@ def distill_batch(student, teacher, student_contexts, teacher_contexts_, ys, pad
             hidden = hidden_rows(student, student_side)  # [n, H]
         out = distill_loss(student, hidden, student_side["targets"], t_out, weights=weights[offset:offset + n].to(dev),
                            kind=kind, mix=mix, support=support, teacher_head=teacher, backward=backward,
-                           temperature=t_temp)
+                           temperature=t_temp, kl_temperature=kl_temperature)
         offset += n
         loss += float(out["loss"])
         for key, v in (("per_token_kl", out["per_token_kl"]), ("student_target_logp", out["student_target_logp"]),

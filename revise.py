@@ -110,7 +110,7 @@ def clean_revision(rev: Rollout, tokenizer) -> list[int]:
 def collect_revisions(model, tokenizer, items: list[dict], *, task: str = "math",
                       phrases: Phrases = Phrases(), n_init: int = 1, n_rev: int = 3,
                       revise_correct: bool = True, gen: dict | None = None,
-                      progress: bool = False) -> tuple[list[dict], dict]:
+                      progress: bool = False, on_graded=None) -> tuple[list[dict], dict]:
     """Phase 1 data: y_init ~ π(·|x) → r → P_r → n_rev revisions ~ π(·|x, y_init, P_r) → keep the
     verified-correct ones (paper §2.1 steps 1–5). The reviser sees x, y_init and P_r — never the gold.
 
@@ -118,6 +118,7 @@ def collect_revisions(model, tokenizer, items: list[dict], *, task: str = "math"
     ids (for SRT) and texts (for reading), and is JSON-serialisable. The cap of D_revision
     (``cap_traces``) is applied by the caller, once, to everything collected: under torchrun each
     rank collects on its own share of the questions, and train.py joins the shares first.
+    ``on_graded(right, n, to_revise)`` is told the y_init accuracy before any revision is sampled.
     """
     gen = dict(gen or {})
     eos = eos_ids(model, tokenizer)
@@ -126,6 +127,8 @@ def collect_revisions(model, tokenizer, items: list[dict], *, task: str = "math"
 
     s_ids = {p: phrase_ids(tokenizer, p) for p in (phrases.correct, phrases.wrong)}
     todo = [(k, r) for k, r in enumerate(inits) if revise_correct or r_init[k] < 0.5]
+    if on_graded:                 # before the revision budget is spent: how good is the generator?
+        on_graded(int(sum(r >= 0.5 for r in r_init)), len(inits), len(todo))
     rev_prompts = [reviser_prompt(r.prompt_ids, r.completion_ids, s_ids[phrases.pick(r_init[k])], eos)
                    for k, r in todo]
     revs = rollout(model, tokenizer, rev_prompts, n=n_rev, progress=progress,

@@ -70,11 +70,15 @@ def phase1(args, model, tok, n1: list[dict], run: Run) -> None:
         else:
             run.say(f"[phase 1] collecting self-revisions on {len(n1)} questions "
                     f"({args.n_init} y_init + {args.n_rev} revisions each)")
+            def graded(right: int, n: int, to_revise: int) -> None:     # before the revisions are paid for
+                run.say(f"[phase 1] y_init accuracy {right}/{n} = {100 * right / max(n, 1):.1f}%; "
+                        f"sampling {to_revise} x {args.n_rev} revisions")
+
             share = distributed.split(n1, None)          # distributed: each rank collects on its share
             rows, stats = collect_revisions(model, tok, share, task=args.task, phrases=phrases,
                                             n_init=args.n_init, n_rev=args.n_rev,
                                             revise_correct=bool(args.revise_correct),
-                                            gen=training_sampling(args), progress=not args.quiet)
+                                            gen=training_sampling(args), progress=not args.quiet, on_graded=graded)
             rows, stats = distributed.gather_examples(rows, stats)   # distributed: all ranks' rows
             rows, stats = cap_traces(rows, stats, args.max_traces, args.seed)
         stats["seconds"] = round(time.time() - t0, 1)
@@ -87,8 +91,10 @@ def phase1(args, model, tok, n1: list[dict], run: Run) -> None:
                 f"{stats['seconds']:.0f}s; counts in {stats_path}")
     rows = data.read_jsonl(revisions_path)
     if not rows:
-        raise SystemExit("error: Phase 1 kept no verified revision, so SRT has nothing to learn. "
-                         "Use more Phase-1 questions, more revisions (--n-rev), or a stronger model.")
+        raise SystemExit("error: Phase 1 kept no verified revision, so SRT has nothing to learn. Ways forward: "
+                         "more Phase-1 questions or revisions (--phase1-questions, --n-rev), a stronger model, "
+                         "--revisions FILE (an earlier run's revisions.jsonl), or --phase distill (Phase 2 alone, "
+                         "from --model)")
     if any(r["phrase"] not in phrases for r in rows):
         raise SystemExit("error: the Phase-1 revisions use other control phrases than --p-correct/--p-wrong; "
                          "Phase 2's teacher must read the phrases SRT was trained on")
@@ -303,6 +309,9 @@ def load_data(args) -> tuple[str, list[dict], list[dict]]:
     fields = {"question": args.question_field, "answer": args.answer_field, "tests": args.tests_field,
               "solution": args.solution_field}
     model, train_data, test_data, test_rows = args.model, args.data, args.test_data, []
+    if args.toy and args.data and not args.test_data and not args.no_eval:
+        raise SystemExit("error: --data on the toy world needs --test-data for the held-out table (the toy's "
+                         "own test set is arithmetic, not your task), or --no-eval")
     if args.toy:                                      # distributed: rank 0 builds it, then the rest
         built = distributed.main_first(lambda: toy.build_toy(args.toy_root, seed=0, quiet=args.quiet,
                                                              steps=args.toy_steps, world=args.toy_world))
@@ -340,6 +349,7 @@ def open_run(args) -> dict:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     seed_all(args.seed)
     run_dir = os.path.join(args.runs_dir, args.run_name)
+    config.check_resume(args, run_dir)
     if not args.resume and any(os.path.exists(os.path.join(run_dir, f)) for f in ("checkpoint.pt", "final")):
         raise SystemExit(f"error: {run_dir} already holds a run; add --resume to continue it, "
                          "or pick another --run-name")
@@ -353,6 +363,10 @@ def open_run(args) -> dict:
     run = Run(run_dir, vars(args), args.resume, tracking.start(args.report_to, run_dir, vars(args), args.resume))
     if args.toy and (note := repro.check_pinned(torch)):
         run.say(note)
+    if args.toy and (args.p_correct, args.p_wrong) != (toy.CONTROL_PHRASES[1], toy.CONTROL_PHRASES[0]):
+        run.say(f"note: the toy base was pre-trained to continue after P_r = {toy.CONTROL_PHRASES[1]!r} / "
+                f"{toy.CONTROL_PHRASES[0]!r} only; it has never read these phrases, so expect its revisions "
+                "to ignore them (pool correction near 0) until SRT teaches them")
     table = Table(args, run, tok, test_rows[:args.eval_questions], training_sampling(args))
     return {"run": run, "model_name": model_name, "model": model, "tok": tok, "train_rows": train_rows,
             "table": table, "device": "cuda" if torch.cuda.is_available() else "cpu"}

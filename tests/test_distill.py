@@ -471,3 +471,35 @@ def test_sampled_estimator_at_sampling_temperature(models):
     # and the teacher side: teacher_targets(temperature=T) gives the tempered log p_t(y)
     tt = teacher_targets(teacher, T(b), k=4, temperature=temp)
     assert torch.allclose(tt["target_logp"], t_logp.gather(-1, b["targets"][:, None]).squeeze(-1))
+
+
+@pytest.mark.parametrize("support", ["topk", "full"])
+def test_kl_temperature_scales_both_sides_as_the_textbook_says(models, support):
+    """--kl-temperature T: the chunked loss equals the textbook KL between softmax(s / T) and
+    softmax(t / T) (on the teacher's top-k for "topk"), in value and in gradient; T = 1 is the default."""
+    b, temp = make_batch(), 0.7
+    w = token_weights(b["rows"], b["n_seqs"])
+    student, teacher = models["student"], models["teacher"]
+    student.zero_grad(set_to_none=True)
+    tt = teacher_targets(teacher, T(b), k=8, keep_hidden=support == "full")
+    out = distill_loss(student, S(b), tt, weights=w, kind="mixed", mix=0.3, support=support,
+                       teacher_head=teacher if support == "full" else None, kl_temperature=temp)
+    got = grads(student)
+    s_all = ref_logits(models["student64"], b["s_ids"], b["s_mask"])[b["rows"], b["s_cols"]]
+    with torch.no_grad():
+        t_all = ref_logits(models["teacher64"], b["t_ids"], b["t_mask"])[b["rows"], b["t_cols"]]
+    models["student64"].zero_grad(set_to_none=True)
+    total, vals = 0.0, []
+    for i in range(len(b["rows"])):
+        s_row, t_row = s_all[i], t_all[i]
+        if support == "topk":                       # the top-k ids do not depend on T
+            ids = t_row.topk(8).indices
+            s_row, t_row = s_row[ids], t_row[ids]
+        p, q = torch.softmax(s_row / temp, -1), torch.softmax(t_row / temp, -1)
+        val = 0.3 * kl_textbook(q, p) + 0.7 * kl_textbook(p, q)
+        total = total + w[i].double() * val
+        vals.append(val.detach())
+    total.backward()
+    assert math.isclose(out["loss"].item(), float(total), rel_tol=1e-5)
+    torch.testing.assert_close(out["per_token_kl"].double(), torch.stack(vals), rtol=1e-5, atol=1e-6)
+    assert_grads_close(got, grads(models["student64"]), rtol=1e-5)
