@@ -29,7 +29,7 @@ import random
 import sys
 import zlib
 
-from reward import TASKS, get_task
+import reward
 
 
 class DataError(ValueError):
@@ -41,9 +41,9 @@ def _check(row: dict, task: str, where: str) -> dict:
     if not isinstance(row.get("question"), str) or not row["question"].strip():
         raise DataError(f"{where}: missing or empty question field")
     try:
-        return get_task(task).check_row(row)
+        return reward.get_task(task).check_row(row)
     except ValueError as e:
-        raise DataError(f"{where}: {e}" if task in TASKS else str(e)) from None
+        raise DataError(f"{where}: {e}" if task in reward.TASKS else str(e)) from None
 
 
 def _map(raw: dict, fields: dict) -> dict:

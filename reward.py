@@ -102,7 +102,7 @@ from verifier.pool import _pool_map
 from verifier.sandbox import run_python, sandbox_protections
 
 __all__ = ["VERIFIER_VERSION", "P_CORRECT", "P_WRONG", "P_WRONG_OFFICIAL", "CONTROL_PHRASES",
-           "Task", "TASKS", "register_task", "get_task", "grade", "load_reward",
+           "Task", "TASKS", "register_task", "get_task", "grade", "per_response", "load_reward",
            "MAX_ANSWER_CHARS", "MAX_DEPTH", "MAX_ITEMS", "TIME_BUDGET",
            "extract_boxed", "math_equal", "math_reward", "math_reward_batch",
            "extract_code", "extract_program", "run_python", "code_reward", "code_verdict", "code_reward_batch",
@@ -429,6 +429,14 @@ register_task(Task(
     extract_code))
 
 
+def per_response(fn: Callable[[str, dict], float]):
+    """A task's batch reward from ``fn(response, row) -> float`` for one response: each response is
+    cut after its last control phrase first (only the revision counts), and the result read as a bit."""
+    def batch(texts: list[str], rows: list[dict], phrases: tuple) -> list[float]:
+        return [float(fn(_after_last_phrase(t, phrases), r) >= 0.5) for t, r in zip(texts, rows)]
+    return batch
+
+
 def _check_answer_row(row: dict) -> dict:
     if row.get("answer") is None:
         raise ValueError("missing answer field (this task's reward reads it)")
@@ -453,8 +461,6 @@ def load_reward(spec: str, task: str) -> Task:
         raise ValueError(f"--reward {spec}: cannot import {fn_name or '(no function)'} from {module_name!r} "
                          f"({type(e).__name__}: {e}); write it as module:function, with the module on "
                          "the Python path (e.g. in the current folder)") from None
-
-    def batch(texts, rows, phrases):
-        return [float(fn(_after_last_phrase(t, phrases), r) >= 0.5) for t, r in zip(texts, rows)]
+    batch = per_response(fn)
     base = TASKS.get(task) or Task(task, TASKS["math"].instruction, _check_answer_row, batch, lambda t: None)
     return register_task(base._replace(reward=batch))
