@@ -18,9 +18,8 @@ the same number of generated responses, SD-Zero beats
   teacher is the same model conditioned on a correct demonstration instead of on the student's
   own answer + P_r. Same divergence code as SD-Zero (distill.py), and the same teacher handling:
   a frozen copy of the starting weights, re-synchronised every --teacher-sync steps. (A live
-  teacher — the student itself — collapsed the toy student to empty 96-token rambles within 40
-  steps; other self-distillation codebases report similar collapses, e.g. lasgroup/SDPO issues
-  #25 and #26.)
+  teacher — the student itself — collapses the student: docs/findings.md, "Where the code's
+  choices come from".)
 
 Each method runs through train.py's own loops (``srt_loop`` for RFT, ``phase2`` for GRPO and SDFT,
 with a step function of the same shape as distill.phase2_step) and takes train.py's flags, so its

@@ -18,7 +18,8 @@ Qwen's BPE). Every sequence built downstream (revise.py, distill.py) is therefor
 
 Why the completion mask comes from the EOS position and not from ``ids != pad``: many chat models use
 the same id for pad and end-of-turn, so a pad-based mask deletes the EOS token from the loss and the
-model never learns to stop (fixed, for example, in trl PRs #4970 and #6357).
+model never learns to stop (a bug other trainers have had: docs/findings.md, "Where the code's
+choices come from").
 """
 from __future__ import annotations
 

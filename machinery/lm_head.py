@@ -30,9 +30,9 @@ from machinery import distributed
 def upcast(x: torch.Tensor) -> torch.Tensor:
     """bf16/fp16 -> fp32; fp32 and fp64 stay as they are.
 
-    Why: softmax normalisers and KL sums over 152K entries lose the signal in bf16 (docs/findings.md
-    cites a +0.025 "KL" floor between identical logits). fp64 is kept so that tests can compare
-    against a float64 reference exactly.
+    Why: softmax normalisers and KL sums over 152K entries lose the signal in bf16 (identical logits
+    can show a "KL" floor of a few hundredths; docs/findings.md, "Where the code's choices come
+    from"). fp64 is kept so that tests can compare against a float64 reference exactly.
     """
     return x if x.dtype in (torch.float32, torch.float64) else x.float()
 
@@ -108,8 +108,8 @@ def final_hidden(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -
     Why skip the head: HF's ``model(...)`` returns [B, L, V] logits for every position, prompt
     included. We need only the N response positions, so the head runs later on gathered rows.
     Why explicit position ids: training batches are right-padded, where they change nothing, but a
-    left-padded batch (the tests use one) must not count the pads before a real token
-    (transformers#18388); cumsum of the mask − 1 gives 0 at the first real token either way.
+    left-padded batch (the tests use one) must not count the pads before a real token; cumsum of
+    the mask − 1 gives 0 at the first real token either way.
     """
     position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
     if distributed.sharded(model):          # FSDP2: through the root's hooks (distributed.body_forward)
