@@ -98,3 +98,26 @@ def test_nice_ticks():
     assert report.nice_ticks(0, 1) == pytest.approx([0, 0.2, 0.4, 0.6, 0.8, 1.0])
     t = report.nice_ticks(0.013, 0.61)
     assert t[0] <= 0.013 and t[-1] >= 0.61 and len(t) <= 8
+
+
+def test_two_runs_that_differ_only_in_kl_say_so(tiny_run, tmp_path):
+    """Every output names the variant: table.md's header, eval.json, metrics' divergence column, the
+    report's legend, its KL title and its list of differences."""
+    cfg = json.load(open(tiny_run / "config.json"))
+    args = ["--model", cfg["model"], "--data", cfg["data"], "--test-data", cfg["test_data"], "--runs-dir",
+            str(tmp_path), "--run-name", "fwd", "--quiet", "--threads", "1", "--max-new-tokens", "8",
+            "--batch-questions", "4", "--micro-batch", "2", "--lr", "1e-3", "--save-every", "1", "--gen-batch", "8",
+            "--phase", "distill", "--steps", "3", "--teacher-sync", "2", "--eval-questions", "6", "--kl", "forward"]
+    assert train.main(args) == 0
+    fwd = tmp_path / "fwd"
+    assert (tiny_run / "table.md").read_text().startswith("variant: --teacher-sync 2;")
+    assert (fwd / "table.md").read_text().startswith("variant: --kl forward --teacher-sync 2;")
+    assert all(e["variant"] == "--kl forward --teacher-sync 2" for e in json.load(open(fwd / "eval.json")).values())
+    assert {json.loads(line)["divergence"] for line in open(fwd / "metrics.jsonl")} == {"forward"}
+    assert {json.loads(line)["divergence"] for line in open(tiny_run / "metrics.jsonl")} == {"reverse"}
+    text = open(report.write_report([str(tiny_run), str(fwd)], str(tmp_path / "both.html"))).read()
+    assert "sdzero --kl forward --teacher-sync 2" in text and "sdzero --teacher-sync 2" in text
+    assert "Divergence per token, student vs teacher (see legend)" in text
+    differences = text[text.index("<h2>Differences</h2>"):text.index("</table>", text.index("<h2>Differences</h2>"))]
+    assert "--kl" in differences and "forward" in differences and "--teacher-sync" not in differences
+    assert "KL per token, teacher ‖ student (forward)" in open(fwd / "report.html").read()

@@ -68,6 +68,27 @@ def test_refuses_to_overwrite_a_run(tmp_path, tiny_dir, math_data):
     assert "--resume" in str(e.value)
 
 
+def test_resume_refuses_changed_settings_then_evaluate_reads_the_runs_own(tmp_path, tiny_dir, math_data,
+                                                                          capsys):
+    """No silent drift: --resume with another P_r stops in one line before anything loads; evaluate.py
+    on the run's final/ uses the run's own phrases (and its held-out data) without being told."""
+    import evaluate
+    args = common(tiny_dir, math_data, tmp_path / "runs") + ["--phase", "distill", "--steps", "1",
+                                                              "--run-name", "r", "--p-wrong", "No. Redo it."]
+    assert train.main(args) == 0
+    with pytest.raises(SystemExit) as e:
+        train.main(args[:-1] + ["Wrong, again.", "--resume"])
+    msg = str(e.value)
+    assert "\n" not in msg and "--p-wrong 'No. Redo it.' -> 'Wrong, again.'" in msg
+    with pytest.raises(SystemExit, match="--kl 'reverse' -> 'forward'"):
+        train.main(args + ["--resume", "--kl", "forward"])
+    out = tmp_path / "ev.json"
+    assert evaluate.main([str(tmp_path / "runs" / "r" / "final"), "--data", math_data, "--k", "1", "--limit", "2",
+                          "--max-new-tokens", "4", "--out", str(out), "--quiet", "--no-revision"]) == 0
+    assert "p_wrong" in capsys.readouterr().out
+    assert json.load(open(out))["args"]["p_wrong"] == "No. Redo it."
+
+
 def _metrics(path):
     return [json.loads(line) for line in open(path)]
 
