@@ -21,6 +21,7 @@ import reward
 import toy
 from generate import ENGINES
 from machinery import tracking
+from revise import SRT_NORMS
 from reward import P_CORRECT, P_WRONG
 
 # (flag, paper default, toy default, help incl. source)
@@ -38,6 +39,9 @@ KNOBS = [
     ("srt_batch_size", 8, 32, "SRT examples per optimizer step (paper silent)"),
     ("srt_warmup", 0.05, 0.07, "SRT warm-up fraction (official code: 0.05)"),
     ("srt_weight_decay", 1e-4, 0.01, "SRT AdamW weight decay (official code: 1e-4)"),
+    ("srt_norm", "seq_sum", "token_mean", "how eq. 3's terms add up: seq_sum = sequence NLL sums averaged over "
+     "examples (eq. 1-3 as written); token_mean = each term a mean over its tokens (official code's SFT; the toy's, "
+     "whose table was tuned with it)"),
     # Phase 2 (§2.2, App. C.2)
     ("steps", 0, 200, "Phase-2 optimizer steps; 0 = --phase2-epochs passes over N2 (official code: "
      "max_num_steps=1000, max_num_epochs=5)"),
@@ -88,7 +92,7 @@ PRESETS = {
               "max_teacher_tokens": 1024, "gen_batch": 32, "micro_batch": 8, "save_every": 4},
 }
 
-CHOICES = {"kl": distill.KINDS, "support": distill.SUPPORTS, "norm": ("token_mean", "seq_sum"),
+CHOICES = {"srt_norm": SRT_NORMS, "kl": distill.KINDS, "support": distill.SUPPORTS, "norm": ("token_mean", "seq_sum"),
            "sdft_context": ("user", "assistant")}
 
 

@@ -204,23 +204,36 @@ def srt_example(x, y_init, s, y_rev, eos) -> dict:
     return {"input_ids": ids, "rev_mask": rev, "gen_mask": gen}
 
 
-def srt_token_counts(examples: list[dict]) -> list[int]:
-    """[revision targets, generation targets] of a batch: the denominators of L_rev's and L_gen's
-    token means. Under torchrun train.py sums them over ranks, so each rank's share of a batch is
-    weighted by the whole batch's counts."""
-    return [sum(sum(e["rev_mask"]) for e in examples), sum(sum(e["gen_mask"]) for e in examples)]
+SRT_NORMS = ("seq_sum", "token_mean")
 
 
-def srt_token_weights(examples: list[dict], mode: str, counts: list[int] | None = None) -> list[list[float]]:
+def srt_token_counts(examples: list[dict], norm: str = "token_mean") -> list[int]:
+    """The denominators [D_rev, D_gen] of L_rev and L_gen over a batch (``--srt-norm``):
+      seq_sum    — the number of examples for both: each term is a sum of token NLLs per sequence,
+                   averaged over sequences (eq. 1–3 as written: −E log π(y | context));
+      token_mean — the number of revision / generation targets: each term a mean over its tokens
+                   in the batch (the official code's SFT stages; the toy's setting).
+    Under torchrun train.py sums them over ranks, so each rank's share of a batch is weighted by the
+    whole batch's counts."""
+    if norm == "seq_sum":
+        return [len(examples), len(examples)]
+    if norm == "token_mean":
+        return [sum(sum(e["rev_mask"]) for e in examples), sum(sum(e["gen_mask"]) for e in examples)]
+    raise ValueError(f"unknown SRT norm {norm!r}; expected one of {SRT_NORMS}")
+
+
+def srt_token_weights(examples: list[dict], mode: str, counts: list[int] | None = None,
+                      norm: str = "token_mean") -> list[list[float]]:
     """Per-target weights that make one forward pass compute L_rev + L_gen (eq. 3).
 
     Both losses predict the same tokens of the same sequence from the same context, so
-    L_rev + L_gen = Σ_i (rev_i / N_rev + gen_i / N_gen) · nll_i  with token means over the batch
-    (``counts`` = [N_rev, N_gen], by default this batch's own; docs/differences.md says why token
-    means, where eq. 3 writes sequence sums). mode "rev" / "gen" gives one term alone: Table 11's
-    ablations and the official code's two sequential stages.
+    L_rev + L_gen = Σ_i (rev_i / D_rev + gen_i / D_gen) · nll_i, with the denominators of
+    srt_token_counts (``counts``, by default this batch's own under ``norm``). A token of Y_rev is in
+    both masks, so it counts twice: at equal lengths of Y_init and Y_rev that is 2 : 1 against a
+    Y_init token with seq_sum, and 3 : 1 with token_mean (D_gen ≈ 2 D_rev). mode "rev" / "gen" gives
+    one term alone: Table 11's ablations and the official code's two sequential stages.
     """
-    n_rev, n_gen = counts or srt_token_counts(examples)
+    n_rev, n_gen = counts or srt_token_counts(examples, norm)
     out = []
     for e in examples:
         w = []
@@ -245,15 +258,15 @@ def ce_loss_fn(targets: torch.Tensor, weights: torch.Tensor):
 
 
 def srt_backward(model, examples: list[dict], mode: str, pad_id: int, micro: int,
-                 counts: list[int] | None = None) -> float:
+                 counts: list[int] | None = None, norm: str = "token_mean") -> float:
     """Forward + backward of L_SRT (or one of its terms) on a batch, in micro-batches; returns the loss.
 
-    The weights are global over the whole batch (``counts``, see srt_token_weights), so summing the
+    The weights are global over the whole batch (``counts`` and ``norm``, see srt_token_weights), so summing the
     micro-batch gradients gives the full-batch gradient; the LM head + cross-entropy run chunk by
     chunk (lm_head.chunked_head_backward). Also serves plain SFT (RFT, SFT): an example with
     rev_mask == gen_mask == "the completion".
     """
-    weights = srt_token_weights(examples, mode, counts)
+    weights = srt_token_weights(examples, mode, counts, norm)
     total = 0.0
     device = next(model.parameters()).device
     for s in range(0, len(examples), micro):

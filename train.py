@@ -133,8 +133,9 @@ def srt_loop(args, model, tok, stages, run: Run, spent, out_name: str, label: st
     for step in range(start, len(plan)):
         mode, batch = plan[step]
         share = distributed.split(batch, "SRT batch")    # distributed: this rank's share, weighted
-        counts = distributed.all_sum(srt_token_counts(share))   # by the whole batch's token counts
-        loss = distributed.all_sum(srt_backward(model, share, mode, tok.pad_token_id, args.micro_batch, counts))
+        counts = distributed.all_sum(srt_token_counts(share, args.srt_norm))   # by the whole batch's counts
+        loss = distributed.all_sum(srt_backward(model, share, mode, tok.pad_token_id, args.micro_batch, counts,
+                                                args.srt_norm))
         lr = sched.get_last_lr()[0]
         norm, ok = step_optimizer(model, opt, sched, args.grad_clip)
         ok = ok and math.isfinite(loss)
