@@ -10,9 +10,16 @@ reasoning traces (paper §1). The schema, one JSON object per line:
 An optional "band" field labels a difficulty band (the toy's banded world writes "common" / "rare");
 the held-out table then reports each band's accuracy beside the overall one.
 
+Which fields a row needs beyond the question is the task's business: reward.TASKS[task].check_row
+validates it (math: an answer; code: tests; a task of your own: what its reward reads).
+
 Other exports are mapped with field flags (``--question-field problem`` for OpenR1-Math-220k).
 A malformed line is an error that names the file and line — never a silent skip, because a skipped
 row changes which questions land in which phase.
+
+The paper's data: ``paper_math`` (OpenR1-Math-220k, its 15K training and 500 held-out questions) and
+``BENCHMARKS`` / ``load_benchmark``, the evaluation sets of Table 1 (AIME24, AIME25, HMMT25, AMOBench,
+MATH-500, LiveCodeBench, Codeforces), each from its Hugging Face dataset in that dataset's own schema.
 
 It also owns the orders and counts the knobs imply: the phase split, SRT's batch plan, Phase 2's
 question order, its step count (``phase2_steps``) and SD-Zero's generation budget (``planned_budget``).

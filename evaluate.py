@@ -460,7 +460,11 @@ def main(argv=None) -> int:
                    help="the paper's evaluation: avg@8 / pass@8, 32,768 new tokens, temperature 0.7, "
                         "top-p 1.0 (the paper gives no eval temperature; 0.7 is its sampling one); "
                         "without --data, its 500 held-out OpenR1-Math questions (train.py's split)")
-    p.add_argument("--benchmark", action="append", choices=[*data_mod.BENCHMARKS, "paper"], help="Table 1 (repeat)")
+    p.add_argument("--benchmark", action="append", choices=[*data_mod.BENCHMARKS, "paper"],
+                   help="one of Table 1's benchmarks (repeat for several; 'paper' = Table 1's math columns): "
+                        "each is evaluated as --data NAME with the paper's protocol unless flags say otherwise "
+                        "(avg@8, 32,768 new tokens, T = 0.7), then all are printed in Table 1's layout "
+                        "(docs/benchmarks.md)")
     args = p.parse_args(argv)
     args.model = args.models + args.model
     if not args.model:
