@@ -31,7 +31,7 @@ from importlib.resources import files
 from machinery import repro
 
 if __name__ == "__main__":
-    repro.pin_if_toy(sys.argv[1:])   # before torch: --data toy gets the same bits on every x86-64 CPU
+    repro.before_torch(sys.argv[1:])   # --data toy: the same bits on every x86-64 CPU; all: shared cores
 import torch
 
 import data as data_mod
@@ -381,7 +381,7 @@ def main(argv=None) -> int:
     if args.paper_protocol:
         args.k, args.max_new_tokens, args.temperature, args.top_p = 8, 32768, 0.7, 1.0
     args.task = args.task or ("code" if args.data == "humaneval" else "math")
-    torch.set_num_threads(args.threads or min(2, os.cpu_count() or 1))
+    torch.set_num_threads(repro.cpu_threads(args.threads))
     if args.max_new_tokens is None:
         args.max_new_tokens = 96 if args.data == "toy" else 32768
     try:
