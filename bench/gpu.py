@@ -31,10 +31,11 @@ import torch
 from transformers import GenerationConfig, PreTrainedTokenizerFast, Qwen3Config, Qwen3ForCausalLM
 
 import distill
-import gpu_memory
+from distill import phase2_batch
 from generate import rollout, set_gradient_checkpointing
-from plumbing import AdamW
-from revise import phase2_batch, srt_backward, srt_example
+from machinery import gpu_memory
+from machinery.optim import AdamW
+from revise import srt_backward, srt_example
 
 TINY = dict(vocab_size=8192, hidden_size=128, intermediate_size=512, num_hidden_layers=2,
             num_attention_heads=4, num_key_value_heads=2, head_dim=32, max_position_embeddings=8192,

@@ -26,9 +26,8 @@ import subprocess
 import sys
 import time
 
-import report
 from bench import OUT, ROOT
-
+from machinery import report
 
 
 def _train(run_name: str, extra: list[str], runs_dir: str, quiet=True) -> float:
