@@ -6,9 +6,10 @@
     python -m bench table --world banded   # the same with a rarely-solved band         -> bench/results/table-banded.*
     python -m bench sync       # frozen teacher vs one sync on a reward plateau (Fig. 5)  -> bench/results/sync.{json,md}
     python -m bench gpu        # one GPU: rollout engines, Phase-2/SRT steps at 16K, peak, hours -> bench/results/gpu.json
+    python -m bench concurrency  # N toy runs side by side, PASSIVE vs ACTIVE OpenMP waits -> bench/results/concurrency.json
 
 Run from the repository root. Each benchmark lives in its own module here (reward_speed, memory,
-table, gpu) and imports the project's modules exactly as train.py does.
+table, gpu, concurrency) and imports the project's modules exactly as train.py does.
 """
 import os
 
