@@ -12,7 +12,12 @@ if __name__ == "__main__" and sys.argv[1:2] in (["table"], ["sync"]):
     repro.pin_cpu_kernels()      # the toy tables (each train.py run they start pins itself as well)
 from bench import OUT
 from bench.concurrency import add_arguments as concurrency_arguments
+from bench.concurrency import bench_concurrency
 from bench.gpu import add_arguments as gpu_arguments
+from bench.gpu import bench_gpu
+from bench.memory import bench_distill
+from bench.reward_speed import bench_reward
+from bench.table import bench_sync, bench_table
 
 
 def main(argv=None) -> int:
@@ -41,25 +46,17 @@ def main(argv=None) -> int:
     concurrency_arguments(sub.add_parser("concurrency", help="N toy runs side by side: PASSIVE vs ACTIVE OpenMP "
                                          "wait policy, each against N runs one after another"))
     args = p.parse_args(argv)
-    # Each benchmark's module is imported only when it runs, so one whose imports are broken (bench/memory.py
-    # still names distill functions that moved to machinery/lm_head.py) does not stop the others.
     if args.cmd == "gpu":
-        from bench.gpu import bench_gpu
         res = bench_gpu(args)
     elif args.cmd == "reward":
-        from bench.reward_speed import bench_reward
         res = bench_reward(args)
     elif args.cmd == "distill":
-        from bench.memory import bench_distill
         res = bench_distill(args)
     elif args.cmd == "concurrency":
-        from bench.concurrency import bench_concurrency
         res = bench_concurrency(args)
     elif args.cmd == "sync":
-        from bench.table import bench_sync
         res = bench_sync(args)
     else:
-        from bench.table import bench_table
         res = bench_table(args)
     if args.cmd != "table":
         os.makedirs(OUT, exist_ok=True)

@@ -12,7 +12,7 @@ backward, for two supports:
 
   naive   — distill.reference_loss, the plain code: teacher and student [T, V] fp32 logits, then
             top-64 (or the full vocabulary), log_softmax, KL, autograd backward
-  chunked — distill.topk_from_hidden + distill.distill_loss_from_hidden(support="topk" or
+  chunked — distill.teacher_topk + distill.distill_loss(support="topk" or
             "full"; for "full" the teacher logits are recomputed per chunk)
 
 Every path runs in its own fresh Python process so that peaks do not mix. Peak memory is what the
@@ -39,7 +39,7 @@ import time
 import torch
 
 from bench import OUT, ROOT
-from distill import distill_loss_from_hidden, reference_loss, token_weights, topk_from_hidden
+from distill import distill_loss, reference_loss, teacher_topk, token_weights
 
 PATHS = ("naive_topk", "chunked_topk", "naive_full", "chunked_full")
 FULL = dict(vocab=151936, hidden=2560, tokens=4096, k=64, chunk=128)
@@ -113,11 +113,11 @@ def _problem(path: str, cfg: dict, dev: str):
 
     def chunked():
         support = path.split("_")[1]
-        tt = topk_from_hidden(t_head, t_hidden, targets, k=k, chunk=chunk)
+        tt = teacher_topk(t_head, t_hidden, targets, k=k, chunk=chunk)
         if support == "full":
             tt["hidden"] = t_hidden
-        out = distill_loss_from_hidden(head, hidden, targets, tt, weights=weights, kind=cfg["kind"],
-                                       support=support, teacher_head=t_head, chunk=chunk)
+        out = distill_loss(head, hidden, targets, tt, weights=weights, kind=cfg["kind"],
+                           support=support, teacher_head=t_head, chunk=chunk)
         return out["loss"]
 
     return (naive if path.startswith("naive") else chunked), hidden, head
