@@ -37,7 +37,7 @@ import time
 from machinery import repro
 
 if __name__ == "__main__":
-    repro.pin_if_toy(sys.argv[1:])   # before torch, as train.py does
+    repro.before_torch(sys.argv[1:])   # as train.py does
 import torch
 
 import config

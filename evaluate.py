@@ -31,7 +31,7 @@ from pathlib import Path
 from machinery import repro
 
 if __name__ == "__main__":
-    repro.pin_if_toy(sys.argv[1:])   # before torch: --data toy gets the same bits on every x86-64 CPU
+    repro.before_torch(sys.argv[1:])   # --data toy: the same bits on every x86-64 CPU; all: shared cores
 import torch
 
 import data as data_mod
@@ -488,7 +488,7 @@ def main(argv=None) -> int:
         reward.get_task(args.task)
     except ValueError as e:
         raise SystemExit(f"error: {e}") from None
-    torch.set_num_threads(args.threads or min(2, os.cpu_count() or 1))
+    torch.set_num_threads(repro.cpu_threads(args.threads))
     if args.max_new_tokens is None:
         args.max_new_tokens = 96 if args.data == "toy" else 32768
     try:

@@ -55,6 +55,7 @@ from machinery import repro
 
 if __name__ == "__main__":
     repro.pin_cpu_kernels()   # before torch is imported: the shipped base is built on pinned kernels
+    repro.share_cores()       # and, like every run, sleeps rather than spins on shared cores
 import torch
 import transformers
 from safetensors.torch import load_file
@@ -397,11 +398,11 @@ def rebuild_shipped(quiet: bool = False) -> dict:
 
 
 def _build(cfg: dict, out: str, quiet: bool) -> dict:
-    """Build one toy into out/, on min(2, cpus) torch threads (tiny matmuls: more only adds sync
+    """Build one toy into out/, on repro.cpu_threads() torch threads (tiny matmuls: more only adds sync
     overhead) or $SDZERO_THREADS; the thread count does not change the weights (tests/test_toy.py)."""
     t0, seed, paths, threads = time.time(), cfg["seed"], _paths(out), torch.get_num_threads()
     hf_logging.disable_progress_bar()
-    torch.set_num_threads(int(os.environ.get("SDZERO_THREADS", min(2, os.cpu_count() or 1))))
+    torch.set_num_threads(int(os.environ.get("SDZERO_THREADS", repro.cpu_threads())))
     if not quiet:
         print(f"[toy] building {out} (seed {seed}, {cfg['steps']} steps, size {cfg['size']})", flush=True)
     train_qs, test_qs = split_questions(seed, cfg["n_test"], cfg["world"])

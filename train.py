@@ -37,7 +37,7 @@ import time
 from machinery import repro
 
 if __name__ == "__main__":
-    repro.pin_if_toy(sys.argv[1:])   # before torch: the toy run gets the same table on every x86-64 CPU
+    repro.before_torch(sys.argv[1:])   # the toy run: the same table on every x86-64 CPU; all: shared cores
 import torch
 
 import config
@@ -346,7 +346,7 @@ def open_run(args) -> dict:
     """Everything before the algorithm: processes, threads, the data, the fit check, the starting
     model and its tokenizer, the run folder, the held-out table. A run that cannot start writes nothing."""
     distributed.setup()                             # distributed: under torchrun, join the process group
-    torch.set_num_threads(args.threads or min(2, os.cpu_count() or 1))
+    torch.set_num_threads(repro.cpu_threads(args.threads))
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     seed_all(args.seed)
     run_dir = os.path.join(args.runs_dir, args.run_name)

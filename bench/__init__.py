@@ -6,10 +6,11 @@
     python -m bench table --world banded   # the same with a rarely-solved band         -> results/table-banded.*
     python -m bench sync       # frozen teacher vs one sync on a reward plateau (Fig. 5)  -> results/sync.*
     python -m bench gpu        # one GPU: rollout engines, Phase-2/SRT steps at 16K, hours -> results/gpu.json
+    python -m bench concurrency  # N toy runs side by side, PASSIVE vs ACTIVE OpenMP -> results/concurrency.json
 
 (results/ is bench/results/.)
 Run from the repository root. Each benchmark lives in its own module here (reward_speed, memory,
-table, gpu) and imports the project's modules exactly as train.py does.
+table, gpu, concurrency) and imports the project's modules exactly as train.py does.
 """
 import os
 

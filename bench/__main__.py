@@ -1,4 +1,4 @@
-"""python -m bench {reward,distill,table,sync,gpu}: the one entry point of the benchmarks (see bench/__init__.py)."""
+"""python -m bench {reward,distill,table,sync,gpu,concurrency}: the benchmarks' one entry point (bench/__init__.py)."""
 from __future__ import annotations
 
 import argparse
@@ -11,6 +11,8 @@ from machinery import repro
 if __name__ == "__main__" and sys.argv[1:2] in (["table"], ["sync"]):
     repro.pin_cpu_kernels()      # the toy tables (each train.py run they start pins itself as well)
 from bench import OUT
+from bench.concurrency import add_arguments as concurrency_arguments
+from bench.concurrency import bench_concurrency
 from bench.gpu import add_arguments as gpu_arguments
 from bench.gpu import bench_gpu
 from bench.memory import bench_distill
@@ -41,6 +43,8 @@ def main(argv=None) -> int:
     y.add_argument("--patience", type=int, default=20, help="train.py --sync-on-plateau P")
     gpu_arguments(sub.add_parser("gpu", help="one GPU at Qwen3-4B size: rollout tokens/s, 16K Phase-2 and SRT steps, "
                                   "predicted vs measured peak, hours of the paper run"))
+    concurrency_arguments(sub.add_parser("concurrency", help="N toy runs side by side: PASSIVE vs ACTIVE OpenMP "
+                                         "wait policy, each against N runs one after another"))
     args = p.parse_args(argv)
     if args.cmd == "gpu":
         res = bench_gpu(args)
@@ -48,6 +52,8 @@ def main(argv=None) -> int:
         res = bench_reward(args)
     elif args.cmd == "distill":
         res = bench_distill(args)
+    elif args.cmd == "concurrency":
+        res = bench_concurrency(args)
     elif args.cmd == "sync":
         res = bench_sync(args)
     else:

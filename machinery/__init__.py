@@ -4,7 +4,9 @@ A reader of the paper can skip this folder: generate.py, revise.py, reward.py, d
 and evaluate.py (with config.py, data.py, toy.py and baselines.py beside them) are the method.
 What is here keeps a run correct, fast and safe:
 
-    repro.py        the CPU-kernel pin that makes the toy table the same on every x86-64 machine
+    repro.py        the CPU-kernel pin that makes the toy table the same on every x86-64 machine, and
+                    OpenMP threads that sleep rather than spin when cores are shared
+                    and the OpenMP policy that keeps side-by-side runs fast on shared cores
     lm_head.py      token losses without [B, L, V] logits: the LM head at chosen rows, chunk by chunk
     run.py          the run folder: config, metrics, checkpoints, exact resume, RNG state
     optim.py        AdamW that trains bf16 weights, the schedules, gradient clipping, bad-step guard

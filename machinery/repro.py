@@ -20,14 +20,32 @@ the user's machine) and `constraints.txt` pins the library versions the README's
 with. Arm CPUs (Apple, Graviton) have other kernels altogether: there the run says so in one line.
 
 Only the toy run is pinned: a `--model` run keeps the kernels torch picks (and CUDA kernels are
-not affected by these switches at all). Ground floor: imports nothing but the standard library,
-because it must run before anything imports torch.
+not affected by these switches at all).
+
+Shared cores. Ablations run side by side, and tests run while a run trains. torch's OpenMP threads,
+by default, spin on a core while they wait for the next parallel region instead of sleeping; with
+more threads than free cores, a spinning thread burns the time slice the thread it waits for needs.
+Measured (5-second torch CPU workload, 2 cores): one process alone 9 s; three at once 61 s with the
+default wait policy, 20 s with OMP_WAIT_POLICY=PASSIVE, which alone costs nothing measurable; the
+default toy run's Phase-1 collection went from 12 s to 341 s under such contention (`python -m bench
+concurrency` measures it on toy runs, docs/measuring.md). So every run, before torch is imported
+(OpenMP reads its settings once, when torch loads it), gets
+
+    OMP_WAIT_POLICY=PASSIVE    a waiting thread sleeps at once instead of spinning
+    OMP_NUM_THREADS=n          n = cpu_threads(): min(2, the cores this process may use)
+
+unless the user set them. Neither changes a bit of the results (the thread count did not, above).
+Ground floor: imports nothing but the standard library, because it must run before anything
+imports torch.
 """
 from __future__ import annotations
 
+import itertools
+import math
 import os
 import platform
 import sys
+from pathlib import Path
 
 PIN = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
 X86 = ("x86_64", "amd64", "i686", "i386")
@@ -48,8 +66,61 @@ def pin_if_toy(argv: list[str]) -> None:
     """pin_cpu_kernels() for a command line that runs the toy world: train.py without --model, or
     evaluate.py --data toy. A --model run of train.py keeps the kernels torch picks."""
     toy = not any(a == "--model" or a.startswith("--model=") for a in argv)
-    if toy or "--data=toy" in argv or any(a == "--data" and b == "toy" for a, b in zip(argv, argv[1:])):
+    if toy or "--data=toy" in argv or any(a == "--data" and b == "toy" for a, b in itertools.pairwise(argv)):
         pin_cpu_kernels()
+
+
+def before_torch(argv: list[str]) -> None:
+    """What every entry point runs before `import torch`: pin_if_toy(argv), then share_cores()."""
+    pin_if_toy(argv)
+    share_cores()
+
+
+def share_cores() -> None:
+    """OMP_WAIT_POLICY=PASSIVE and OMP_NUM_THREADS=cpu_threads() (unless the user set them) — before
+    the first `import torch`, for every run, toy or --model, CPU or GPU. Before torch is imported we
+    cannot ask whether CUDA is there, and we need not: on a GPU run the OpenMP threads only do the
+    small CPU work around the kernels, and a sleeping waiter leaves the core to the Python thread that
+    launches them and to the verifier's workers, while a spinning one takes it. So one rule for all."""
+    if "torch" in sys.modules:
+        raise RuntimeError("repro.share_cores() must run before torch is imported")
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    os.environ.setdefault("OMP_NUM_THREADS", str(cpu_threads()))
+
+
+def cpu_threads(requested: int | None = None) -> int:
+    """torch's thread count: `--threads` if given, else a user's OMP_NUM_THREADS, else min(2, usable
+    cores). Two because the toy's matmuls are tiny (more threads only add synchronisation); "usable"
+    because os.cpu_count() counts the machine, not what this process gets: a `taskset` or a container's
+    CPU quota of one core would otherwise get two threads taking turns on it. The count is not lowered
+    by the current load: that is stale a minute later, and with PASSIVE a thread whose core is busy
+    sleeps instead of spinning, so two threads on shared cores cost little (docs/measuring.md)."""
+    if requested:
+        return requested
+    user = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()   # "4,2" is a nested-levels list
+    if user.isdigit() and int(user) > 0:
+        return int(user)
+    return min(2, usable_cores())
+
+
+def usable_cores() -> int:
+    """Cores this process may run on: its CPU affinity, capped by a cgroup CPU quota (containers)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):                  # not Linux
+        cores = os.cpu_count() or 1
+    quota, period = "max", "1"
+    try:                     # cgroup v2: "QUOTA PERIOD" or "max PERIOD" in one file
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
+    except (OSError, ValueError):
+        try:                 # cgroup v1: two files, -1 for no quota
+            quota, period = (Path(f"/sys/fs/cgroup/cpu/cpu.cfs_{x}_us").read_text().strip()
+                             for x in ("quota", "period"))
+        except OSError:
+            pass
+    if quota.isdigit() and period.isdigit() and int(period) > 0:
+        cores = min(cores, max(1, math.ceil(int(quota) / int(period))))
+    return max(1, cores)
 
 
 def check_pinned(torch) -> str | None:
