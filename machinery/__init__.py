@@ -6,7 +6,6 @@ What is here keeps a run correct, fast and safe:
 
     repro.py        the CPU-kernel pin that makes the toy table the same on every x86-64 machine, and
                     OpenMP threads that sleep rather than spin when cores are shared
-                    and the OpenMP policy that keeps side-by-side runs fast on shared cores
     lm_head.py      token losses without [B, L, V] logits: the LM head at chosen rows, chunk by chunk
     run.py          the run folder: config, metrics, checkpoints, exact resume, RNG state
     optim.py        AdamW that trains bf16 weights, the schedules, gradient clipping, bad-step guard
