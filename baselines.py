@@ -1,8 +1,9 @@
-"""baselines.py — RFT, GRPO and SDFT, the paper's comparisons (Table 1) at the same generation budget.
+"""baselines.py — RFT, GRPO, SDFT and SFT, the paper's comparisons (Table 1) at its generation budget.
 
     python baselines.py rft            # the toy world, at the budget the default SD-Zero run spends
     python baselines.py grpo --budget 9000
-    python baselines.py sdft --model Qwen/Qwen3-4B-Instruct
+    python baselines.py sdft --model Qwen/Qwen3-4B-Instruct             # Table 3's budget: 15K x 4 = 60K
+    python baselines.py rft --model Qwen/Qwen3-4B-Instruct --dry-run    # the plan, nothing loaded
 
 SD-Zero's central claim is comparative (paper Table 1, §4.3, §7): with the same questions and about
 the same number of generated responses, SD-Zero beats
@@ -12,16 +13,21 @@ the same number of generated responses, SD-Zero beats
 * **GRPO** (the paper's footnote: a DAPO-style variant): n rollouts per question, binary reward,
   group-normalised advantages A_i = (r_i − mean_g) / (std_g + ε), clipped policy ratio with
   DAPO's asymmetric clip (1 − 0.2, 1 + 0.28), token-level normalisation (every token of the batch
-  weighs the same), no reference-KL term. One policy update per batch of fresh rollouts by default,
-  so the ratio is 1 in value but its gradient is the policy gradient.
+  weighs the same), no reference-KL term. Each rollout batch is cut into --grpo-updates
+  mini-batches, one optimizer step each (DAPO's recipe: 16); the ratio's denominator is the policy
+  that sampled, so from the second mini-batch on the clip acts. With one update (the toy's) the
+  ratio is 1 in value but its gradient is the policy gradient.
 * **SDFT** (self-distillation fine-tuning): on-policy self-distillation like Phase 2, but the
   teacher is the same model conditioned on a correct demonstration instead of on the student's
   own answer + P_r. Same divergence code as SD-Zero (distill.py), and the same teacher handling:
   a frozen copy of the starting weights, re-synchronised every --teacher-sync steps. (A live
   teacher — the student itself — collapses the student: docs/findings.md, "Where the code's
-  choices come from".)
+  choices come from".) The demonstration (--demo) is, as in the paper, a DeepSeek-R1 trace from
+  the dataset that the dataset marks correct; `--demo answer` is Table 8's final-answer-only variant.
+* **SFT**: supervised fine-tuning on those same demonstrations, with SRT's optimiser settings. It
+  generates nothing, so it spends 0 generations.
 
-Each method runs through train.py's own loops (``srt_loop`` for RFT, ``phase2`` for GRPO and SDFT,
+Each method runs through train.py's own loops (``srt_loop`` for RFT and SFT, ``phase2`` for GRPO and SDFT,
 with a step function of the same shape as distill.phase2_step) and takes train.py's flags, so its
 knobs, checkpoints, resume and held-out table are SD-Zero's. Budget accounting is shared too: every
 generated response counts as one generation (paper App. C.2), and generated tokens are counted the
@@ -45,7 +51,7 @@ import data
 import distill
 import toy
 import train
-from generate import build_messages, prompt_ids, rollout_metrics, sample_and_grade, training_sampling
+from generate import build_messages, end_of_turn_id, prompt_ids, rollout_metrics, sample_and_grade, training_sampling
 from machinery import distributed
 from machinery.lm_head import chunked_head_backward, hidden_rows, scored_batch
 from machinery.run import seed_all
@@ -101,36 +107,84 @@ def clipped_pg_loss(logp, old_logp, adv, clip=DAPO_CLIP) -> torch.Tensor:
 
 
 def grpo_step(args, student, teacher, tok, items, *, phrases, eos, gen, count_all=distill.count_local) -> dict:
-    """One GRPO update on a batch of fresh rollouts (--grpo-n per question); gradients accumulated.
+    """One GRPO rollout batch: --grpo-n rollouts per question, graded, group advantages; then the
+    policy updates, returned as ``updates``: one backward pass per mini-batch, which train.phase2
+    runs, each followed by its own optimizer step (DAPO: several updates per rollout batch).
 
     The same signature as distill.phase2_step, so train.phase2 runs it (``teacher`` and ``eos`` are
     unused: GRPO has no teacher). ``count_all`` makes the token mean global under torchrun.
+
+    Why the updates are handed back instead of run here: the optimizer, its schedule, the clip and
+    the NaN guard belong to phase2's loop, shared by every on-policy method. The ratio's denominator
+    must be the policy that SAMPLED, so it is scored once, before the first update (``old_logps``);
+    with --grpo-updates 1 those are the weights being differentiated, and logp.detach() is the same.
     """
-    n = args.grpo_n
+    n, updates = args.grpo_n, args.grpo_updates
     rolls, rewards = sample_and_grade(student, tok, items, task=args.task, n=n, phrases=phrases, gen=gen)
-    adv = group_advantages(torch.tensor(rewards), n)
+    adv = group_advantages(torch.tensor(rewards), n).tolist()
     temp = args.temperature if args.temperature > 0 else 1.0
-    n_tok = count_all([sum(r.num_tokens for r in rolls)])[0]      # every token of the batch weighs 1/n_tok
+    old = old_logps(student, tok, rolls, temp, args.micro_batch) if updates > 1 else [None] * len(rolls)
+    # Mini-batches of whole groups, in rollout order (as DAPO's trainer splits its rollout batch). Every
+    # rank makes the same number, empty ones included, so the optimizer steps stay in lockstep.
+    per = max(1, -(-len(items) // updates) * n)
+    parts = [range(s, min(s + per, len(rolls))) for s in range(0, updates * per, per)]
+
+    def update(idx):
+        return lambda: pg_backward(args, student, tok, [rolls[i] for i in idx], [adv[i] for i in idx],
+                                   [old[i] for i in idx], temp, count_all)
+    return {"loss": 0.0, "kl_per_token": None, "updates": [update(p) for p in parts],
+            **rollout_metrics(rolls, rewards)}
+
+
+def token_logp(logits: torch.Tensor, targets: torch.Tensor, temp: float) -> torch.Tensor:
+    """log π_T(y_t): the policy that samples is softmax(logits / T), so its log-probs, not the T = 1
+    ones, make the ratio and the gradient those of the policy that generated the rollouts."""
+    return torch.log_softmax(logits / temp, -1).gather(-1, targets[:, None]).squeeze(-1)
+
+
+def old_logps(model, tok, rolls, temp: float, micro_batch: int) -> list[torch.Tensor]:
+    """Per rollout, log π_old(y_t) of its tokens under the current (sampling) weights, no gradient,
+    through the same body + chunked head as the loss, so the first update's ratio is 1."""
+    device = next(model.parameters()).device
+    out = []
+    for s in range(0, len(rolls), micro_batch):
+        rs = rolls[s:s + micro_batch]
+        b = {k: v.to(device) for k, v in scored_batch([r.prompt_ids for r in rs], [r.completion_ids for r in rs],
+                                                     tok.pad_token_id).items()}
+        flat = torch.empty(len(b["targets"]), device=device)
+
+        def keep(logits, sl, b=b, flat=flat):
+            flat[sl] = token_logp(logits, b["targets"][sl], temp)
+            return logits.new_zeros(())
+        with torch.no_grad():
+            chunked_head_backward(model, hidden_rows(model, b), keep, backward=False)
+        out += list(flat.split([len(r.completion_ids) for r in rs]))
+    return out
+
+
+def pg_backward(args, student, tok, rolls, adv, old, temp: float, count_all) -> float:
+    """Backward of one mini-batch's clipped surrogate, every token weighing 1 / (the mini-batch's
+    tokens on all ranks): DAPO's token-level normalisation. ``old[i]``: rollout i's sampling
+    log-probs, or None for ratio-1 (old = logp.detach()). Returns the loss value."""
+    n_tok = count_all([sum(r.num_tokens for r in rolls)])[0]
     device = next(student.parameters()).device
     loss_sum = 0.0
     for s in range(0, len(rolls), args.micro_batch):
-        rs = rolls[s:s + args.micro_batch]
+        rs, olds = rolls[s:s + args.micro_batch], old[s:s + args.micro_batch]
         b = {k: v.to(device) for k, v in scored_batch([r.prompt_ids for r in rs], [r.completion_ids for r in rs],
                                                      tok.pad_token_id).items()}
         targets = b["targets"]
         a = torch.tensor([float(adv[s + j]) for j, r in enumerate(rs) for _ in r.completion_ids], device=device)
+        o = None if olds[0] is None else torch.cat(olds).to(device)
         w = torch.full_like(a, 1.0 / max(n_tok, 1))          # token-level normalisation (DAPO)
         hidden = hidden_rows(student, b)                      # [n, H]
 
-        def loss_fn(logits, sl, targets=targets, a=a, w=w):
-            # The policy that sampled is softmax(logits / T): its log-probs, not the T = 1 ones,
-            # make this the policy gradient of the policy that generated the rollouts.
-            logp = torch.log_softmax(logits / temp, -1).gather(-1, targets[sl, None]).squeeze(-1)
-            # On-policy: the rollouts came from these very weights, so old_logp = logp (detached).
-            return (clipped_pg_loss(logp, logp.detach(), a[sl]) * w[sl]).sum()
+        def loss_fn(logits, sl, targets=targets, a=a, w=w, o=o):
+            logp = token_logp(logits, targets[sl], temp)
+            return (clipped_pg_loss(logp, logp.detach() if o is None else o[sl], a[sl]) * w[sl]).sum()
 
         loss_sum += float(chunked_head_backward(student, hidden, loss_fn))
-    return {"loss": loss_sum, "kl_per_token": None, **rollout_metrics(rolls, rewards)}
+    return loss_sum
 
 
 # --------------------------------------------------------------------------------------------
@@ -185,16 +239,22 @@ def sdft_step(args, student, teacher, tok, items, *, phrases, eos, gen, count_al
 # --------------------------------------------------------------------------------------------
 # The entry point: train.py's setting, one method instead of Phase 1 + Phase 2
 # --------------------------------------------------------------------------------------------
-METHODS = ("rft", "grpo", "sdft")
+METHODS = ("rft", "grpo", "sdft", "sft")
 
 
 def run_method(args, model_name, model, tok, rows, run, budget: int) -> int:
-    """RFT, GRPO or SDFT on all training questions within ``budget`` generations; writes final/.
-    Returns the generations spent."""
+    """RFT, GRPO, SDFT or SFT on all training questions within ``budget`` generations (how: data.baseline_plan);
+    writes final/. Returns the generations spent."""
     phrases = Phrases(args.p_correct, args.p_wrong)
     label = args.method.upper()
+    plan = data.baseline_plan(args, args.method, len(rows), budget)
+    if args.method == "sft":
+        # SFT (paper Table 1): the demonstrations themselves, no sampling; SRT's optimiser, like RFT
+        examples = sft_examples(tok, rows, demo_function(args), args.task)
+        train.srt_loop(args, model, tok, [("gen", examples)], run, (0, 0), "final", label=label)
+        return 0
     if args.method == "rft":
-        n = max(1, budget // len(rows))
+        n = plan["samples"]
         examples_path, stats_path = run.path("rft_examples.jsonl"), run.path("rft_stats.json")
         if run.ckpt is None or not os.path.exists(examples_path):
             run.say(f"[RFT] sampling {n} responses for each of {len(rows)} questions (budget {budget})")
@@ -218,13 +278,13 @@ def run_method(args, model_name, model, tok, rows, run, budget: int) -> int:
         # GRPO has its own step size and batch: the Phase-2 ones (3e-4, 32 questions x 4) left the
         # toy flat and higher rates collapsed it (docs/findings.md, "GRPO's step size"); the budget
         # is unchanged.
-        lr, batch_questions, per_step, step = args.grpo_lr, args.grpo_batch_questions, args.grpo_n, grpo_step
+        # A step is one rollout batch of --grpo-updates mini-batches (data.baseline_plan).
+        lr, step = args.grpo_lr, grpo_step
     else:
-        lr, batch_questions, per_step, step = args.lr, args.batch_questions, args.rollouts_per_question, sdft_step
+        lr, step = args.lr, sdft_step
         teacher = train.load(model_name, args)          # frozen copy, as SD-Zero's teacher
-    per_step *= batch_questions
-    steps = max(1, budget // per_step)
-    run.say(f"[{label}] {steps} steps x {per_step} rollouts (budget {budget} generations)")
+    steps, batch_questions = plan["steps"], plan["batch_questions"]
+    run.say(f"[{label}] {steps} steps x {plan['per_step']} rollouts (budget {budget} generations)")
     if run.ckpt is None:
         seed_all(args.seed + 1)
     train.phase2(args, model, teacher, tok, rows, run, (0, 0), steps=steps, lr=lr,
@@ -233,31 +293,60 @@ def run_method(args, model_name, model, tok, rows, run, budget: int) -> int:
 
 
 def demo_function(args):
-    """SDFT's demonstration for a question: the toy writes a correct worked solution; real data
-    must carry a reference solution (--solution-field)."""
+    """The demonstration for a question, for SDFT's teacher and SFT's targets (--demo).
+
+    r1: the DeepSeek-R1 trace data.paper_math picked (the paper's; on the toy, toy.solve's worked
+    solution stands in for it); solution: the --solution-field text (the toy: toy.solve again);
+    answer: the final answer alone, "The final answer is \\boxed{a}." (paper Table 8)."""
+    if args.demo == "answer":
+        return lambda item: f"The final answer is \\boxed{{{item['answer']}}}."
     if args.toy:
         return lambda item: toy.solve(item["question"])
+    field, flag = ("r1", "an R1 trace marked correct (the paper's data has them; with --data use "
+                   "--demo solution)") if args.demo == "r1" else ("solution", f"field {args.solution_field!r}")
 
     def from_data(item):
-        if not item.get("solution"):
-            raise SystemExit(f"error: SDFT needs a reference solution per question; field "
-                             f"{args.solution_field!r} is missing for question id {item.get('id')!r}")
-        return item["solution"]
+        if not item.get(field):
+            raise SystemExit(f"error: --demo {args.demo} needs {flag} for every question; question id "
+                             f"{item.get('id')!r} has none")
+        return item[field]
     return from_data
+
+
+def sft_examples(tok, rows, demo, task: str) -> list[dict]:
+    """SFT examples in the SRT example format: chat prompt X + demonstration + end of turn, with the
+    loss on the demonstration only (as RFT's examples, with the dataset's text instead of a sample)."""
+    eos = end_of_turn_id(tok)             # written, not sampled: the token the chat template closes a turn with
+    out = []
+    for item in rows:
+        x = prompt_ids(tok, item["question"], task)
+        y = tok(demo(item), add_special_tokens=False)["input_ids"] + [eos]
+        mask = [0] * len(x) + [1] * len(y)
+        out.append({"input_ids": x + y, "rev_mask": mask, "gen_mask": mask, "wrong_init": False})
+    return out
 
 
 def build_parser():
     p = config.build_parser("The baselines of SD-Zero's Table 1, through train.py's loops at its budget.")
-    p.add_argument("method", choices=METHODS, help="rft, grpo or sdft")
-    p.add_argument("--budget", type=int, default=0,
-                   help="generations to spend (default: what SD-Zero's settings would use, data.planned_budget)")
-    p.add_argument("--grpo-n", type=int, default=4,
-                   help="GRPO rollouts per question (paper budget table: 4; Table 5: 8)")
+    p.add_argument("method", choices=METHODS, help="rft, grpo, sdft or sft")
+    p.add_argument("--budget", type=budget_arg, default=None,
+                   help="generations to spend: paper = every training question x 4 (Table 3: 15K x 4 = 60K; "
+                        "the default with --model), equal = SD-Zero's planned total (data.planned_budget; the "
+                        "toy's default, so its table compares equal budgets), or a number")
     return p
+
+
+def budget_arg(text: str):
+    if text in ("paper", "equal") or (text.isdigit() and int(text) > 0):
+        return text if not text.isdigit() else int(text)
+    raise ValueError(text)                              # argparse: "invalid budget_arg value"
 
 
 def main(argv=None) -> int:
     args = config.resolve(build_parser().parse_args(argv))
+    args.budget = args.budget or ("equal" if args.toy else "paper")
+    if args.dry_run:
+        return train.dry_run(args, (args.method,), args.budget)
     t_start = time.time()
     setting = train.open_run(args)
     run, tok, table, rows = setting["run"], setting["tok"], setting["table"], setting["train_rows"]
@@ -266,7 +355,9 @@ def main(argv=None) -> int:
             f"{args.method.upper()}; device {setting['device']}")
     if run.ckpt is None or "base" in table.evals:
         table.add("base", model, 0)
-    budget = args.budget or data.planned_budget(args, len(rows))
+    budget = data.baseline_budget(args, len(rows), args.budget)
+    run.say(f"plan: {data.baseline_plan(args, args.method, len(rows), budget)['text']} "
+            f"(budget {budget}: --budget {args.budget})")
     spent = run_method(args, setting["model_name"], model, tok, rows, run, budget)
     del model                          # trained in place and saved as final/, which is evaluated
     table.add(args.method.upper(), train.load(run.path("final"), args), spent)

@@ -27,8 +27,11 @@ from reward import P_CORRECT, P_WRONG
 # (flag, paper default, toy default, help incl. source)
 KNOBS = [
     # Phase 1 (§2.1, App. C.1)
-    ("phase1_questions", 6000, 700, "questions in N1 for Phase 1; the rest are N2 (paper Table 13's best "
-     "split of 15K: 6K/9K; App. C.1 collects on 10K, see docs/real-run.md); <1 = fraction"),
+    ("phase1_questions", 10000, 700, "questions Phase 1 collects on, N1 (paper App. C.1: 10K questions x "
+     "(1 y_init + 3 revisions) = 40K generations); <1 = fraction"),
+    ("phase2_questions", 9000, 0, "questions in N2 for Phase 2 (paper App. C.1, Table 13: 9K), none with a kept "
+     "trace: first those Phase 1 never collected on, then N1's without a kept trace (data.phase2_questions, "
+     "docs/real-run.md); 0 = every question outside N1"),
     ("max_traces", 6000, 0, "keep at most this many verified revisions for SRT, a seeded random subset "
      "(paper App. C.1: 6K); 0 = all"),
     ("n_init", 1, 1, "initial responses per Phase-1 question (paper App. C.1; code script: 3)"),
@@ -77,9 +80,18 @@ KNOBS = [
     ("eval_k", 1, 1, "samples per held-out question (paper: avg@8)"),
     # The baselines of Table 1 (baselines.py)
     ("grpo_lr", 1e-6, 5e-5, "GRPO learning rate (paper silent; 1e-6 is DAPO's; toy: sweep in docs/findings.md)"),
-    ("grpo_batch_questions", 32, 8, "GRPO questions per update, x --grpo-n rollouts each (paper silent)"),
+    ("grpo_n", 4, 4, "GRPO rollouts per question (paper Table 3's budget: 4; Table 5: 8)"),
+    ("grpo_batch_questions", 32, 8, "GRPO questions per policy update (a mini-batch), x --grpo-n rollouts each "
+     "(paper silent; DAPO's recipe: 32 prompts per mini-batch)"),
+    ("grpo_updates", 16, 1, "GRPO policy updates per rollout batch: one rollout batch of --grpo-updates x "
+     "--grpo-batch-questions questions, one optimizer step per mini-batch, so DAPO's clip acts from the second "
+     "on (DAPO's recipe: 512 prompts per rollout batch / 32 per mini-batch = 16; toy: 1, as docs/findings.md "
+     "measured it)"),
     ("sdft_context", "user", "assistant", "SDFT teacher: demonstration in the user turn (SDFT paper) or as an "
      "earlier correct answer + 'rephrase' in the assistant turn (the toy cannot read instructions)"),
+    ("demo", "r1", "r1", "SDFT's teacher context and SFT's targets: r1 = a DeepSeek-R1 trace of the question "
+     "that the dataset marks correct (paper Table 1; the toy: toy.solve's worked solution), solution = the "
+     "--solution-field text, answer = the final answer only (paper Table 8)"),
     ("save_every", 25, 1, "checkpoint every N steps (atomic; toy: every step)"),
 ]
 
@@ -93,7 +105,7 @@ PRESETS = {
 }
 
 CHOICES = {"srt_norm": SRT_NORMS, "kl": distill.KINDS, "support": distill.SUPPORTS, "norm": ("token_mean", "seq_sum"),
-           "sdft_context": ("user", "assistant")}
+           "sdft_context": ("user", "assistant"), "demo": ("r1", "solution", "answer")}
 
 
 def count_or_fraction(text: str):
@@ -156,6 +168,9 @@ def build_parser(description: str = "SD-Zero: Phase 1 (SRT), then Phase 2 (self-
                         "(model.generate_batch), same ids, EOS and truncation. Phase 2 always plain. The "
                         "default stays plain until `python -m bench gpu` shows continuous is faster")
     p.add_argument("--no-eval", action="store_true", help="skip the final held-out table")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the plan (questions per phase, generations per method) from the knobs and exit, "
+                        "before any model or data is loaded")
     p.add_argument("--max-bad-steps", type=int, default=3,
                    help="stop after this many consecutive NaN/inf steps (each is skipped)")
     p.add_argument("--toy-root", default="runs/toy", help="where the toy world is cached")

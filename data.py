@@ -204,7 +204,7 @@ def _fix_hint(name: str) -> str:
 
 
 def paper_math(seed: int, n_train: int = PAPER_TRAIN, n_test: int = PAPER_HELDOUT,
-               limit: int | None = None) -> tuple[list[dict], list[dict]]:
+               limit: int | None = None, demos: bool = True) -> tuple[list[dict], list[dict]]:
     """The paper's math setting: OpenR1-Math-220k problems with a verified solution, 15K for
     training and 500 held out, drawn by ``seed`` (the same seed gives the same questions).
 
@@ -212,6 +212,11 @@ def paper_math(seed: int, n_train: int = PAPER_TRAIN, n_test: int = PAPER_HELDOU
     one of the dataset's generations accepted by math-verify (``correctness_math_verify``). The paper
     says only "15K problems with verified solutions"; which 15K is not published, so ours are a
     seeded uniform sample of those that qualify. Every failure is one line that says what to do.
+
+    Each training row also carries ``r1``: the first of the dataset's DeepSeek-R1 ``generations``
+    that its own ``correctness_math_verify`` marks correct (``r1_trace``), the demonstration that
+    SDFT's teacher reads and SFT trains on (paper §5, Table 1). Only the 15K training rows fetch it
+    (``demos=False``: none do): the generations are most of the dataset's size.
     """
     try:
         import datasets
@@ -226,9 +231,11 @@ def paper_math(seed: int, n_train: int = PAPER_TRAIN, n_test: int = PAPER_HELDOU
         raise DataError(f"could not load {PAPER_MATH} (no network access?): {first.rstrip('.')}. "
                         f"{hint[0].upper()}{hint[1:]}") from None
     wanted = ("uuid", "problem", "answer", "solution", "correctness_math_verify")
-    cols = [c for c in wanted if c in (getattr(ds, "column_names", None) or wanted)]
+    have = getattr(ds, "column_names", None) or (*wanted, "generations")
+    traces = ds.select_columns([c for c in ("generations", "correctness_math_verify") if c in have]) \
+        if hasattr(ds, "select_columns") else ds     # read again below, for the training rows only
     if hasattr(ds, "select_columns"):
-        ds = ds.select_columns(cols)     # the generations columns are large and not needed
+        ds = ds.select_columns([c for c in wanted if c in have])   # the generations are large: not in this pass
     rows = []
     for i, r in enumerate(ds):
         answer = str(r.get("answer") or "").strip()
@@ -237,15 +244,31 @@ def paper_math(seed: int, n_train: int = PAPER_TRAIN, n_test: int = PAPER_HELDOU
         if not any(bool(v) for v in (r.get("correctness_math_verify") or [])):
             continue
         rows.append({"id": r.get("uuid") or f"{PAPER_MATH}:{i}", "question": r["problem"],
-                     "answer": answer, "solution": r.get("solution") or ""})
+                     "answer": answer, "solution": r.get("solution") or "", "row": i})
     if len(rows) < n_train + n_test:
         raise DataError(f"{PAPER_MATH}: only {len(rows)} verified problems, fewer than the "
                         f"{n_train} + {n_test} the paper's split needs")
     order = list(range(len(rows)))
     random.Random(seed).shuffle(order)
     test = [rows[i] for i in order[:n_test]]
-    train = [rows[i] for i in order[n_test:n_test + n_train]]
-    return (train[:limit] if limit else train), test
+    train = [rows[i] for i in order[n_test:n_test + n_train]][:limit or None]
+    for r in test:
+        del r["row"]
+    for r in train:
+        i = r.pop("row")
+        if demos:
+            r["r1"] = r1_trace(traces[i])
+    return train, test
+
+
+def r1_trace(row: dict) -> str:
+    """The first DeepSeek-R1 generation of an OpenR1-Math row that the row's own math-verify column
+    marks correct ("" if none). The text is kept whole, as the dataset stores it (its <think> part
+    included): the paper does not say whether its SDFT and SFT used the reasoning or only the answer."""
+    for text, ok in zip(row.get("generations") or [], row.get("correctness_math_verify") or []):
+        if ok and str(text).strip():
+            return str(text)
+    return ""
 
 
 def paper_code_hint() -> str:
@@ -261,6 +284,39 @@ def paper_code_hint() -> str:
 # --------------------------------------------------------------------------------------------
 # Counts from the knobs: Phase-2 steps and the generation budget (train.py, baselines)
 # --------------------------------------------------------------------------------------------
+def phase2_size(args, n1: int, n_rest: int) -> int:
+    """|N2| from the knobs alone: --phase2-questions (0 = every question outside N1), capped at what
+    is certain to exist whatever Phase 1 keeps, so the plan and the run agree (phase2_questions).
+
+    Certain: the n_rest questions outside N1, plus the N1 questions that cannot hold a kept trace. At
+    most --max-traces traces are kept, so at most that many N1 questions hold one (0 = all kept: none
+    certain). Paper: 5,000 outside N1 + (10,000 - 6,000) = 9,000, exactly Table 13's 9K.
+    """
+    if not args.phase2_questions:
+        return n_rest
+    return min(args.phase2_questions, n_rest + n1 - min(n1, args.max_traces or n1))
+
+
+def phase2_questions(args, n1: list[dict], rest: list[dict], kept_ids) -> list[dict]:
+    """N2 once Phase 1 has run: the paper's reading of "10K collected, 6K kept, another 9K distilled".
+
+    App. C.1 collects on 10K questions, keeps 6K traces, and distils on "another" 9K, all out of 15K
+    questions per domain, so 10K + 9K cannot both be disjoint sets of the 15K. We read "another" as:
+    no Phase-2 question has a trace SRT trained on (§2's disjoint N1 and N2 are the questions each
+    phase TRAINS on), and N2 = Table 13's 9K. So N2 takes, in the seeded order of split_phases, first
+    the questions Phase 1 never saw (``rest``), then N1's questions none of whose revisions were kept
+    (``kept_ids``: the ids in revisions.jsonl). Its size is phase2_size's, fixed before Phase 1.
+    Other readings, not taken: (a) 19K questions, 10K + 9K disjoint (the paper says 15K); (b) collect
+    on 6K so that 6K + 9K = 15K (the preset before this one; Phase 1 then spends 24K, not Table 3's
+    40K); (c) N2 = any 9K of the 15K, overlapping SRT's (breaks §2's disjointness).
+    """
+    if not args.phase2_questions:
+        return rest                       # 0: the rest, in order (the toy world's default)
+    kept = {str(i) for i in kept_ids}
+    pool = rest + [r for r in n1 if str(r["id"]) not in kept]
+    return pool[:phase2_size(args, len(n1), len(rest))]
+
+
 def phase2_steps(args, n2: int) -> int:
     """Phase-2 optimizer steps: --steps, or --phase2-epochs passes over N2 rounded up to whole steps.
 
@@ -281,9 +337,83 @@ def planned_budget(args, n_train: int) -> int:
         raise SystemExit("error: with --revise-correct 0 SD-Zero's Phase-1 generations depend on how many "
                          "initial answers are wrong; pass the baseline --budget N (the last 'generations' "
                          "in the SD-Zero run's metrics.jsonl)")
-    n1, n2 = (len(p) for p in split_phases(list(range(n_train)), args.phase1_questions, args.seed))
-    return (n1 * args.n_init * (1 + args.n_rev)
-            + phase2_steps(args, n2) * args.batch_questions * args.rollouts_per_question)
+    counts = sdzero_counts(args, n_train)
+    return counts["phase1"] + counts["phase2"]
+
+
+def sdzero_counts(args, n_train: int) -> dict:
+    """SD-Zero's questions and generations per phase, from the knobs (planned_budget, plan_lines).
+    With --revise-correct 0, "phase1" is the most Phase 1 can spend (every answer wrong)."""
+    n1, rest = (len(p) for p in split_phases(list(range(n_train)), args.phase1_questions, args.seed))
+    n2 = phase2_size(args, n1, rest)
+    steps = phase2_steps(args, n2)
+    return {"n1": n1, "n2": n2, "steps": steps, "phase1": n1 * args.n_init * (1 + args.n_rev),
+            "phase2": steps * args.batch_questions * args.rollouts_per_question}
+
+
+# The baselines' budget (--budget of baselines.py) and how each method spends it, in whole steps.
+SAMPLES_PER_QUESTION = 4     # paper Table 3: RFT, GRPO and SDFT each get 15K questions x 4 = 60K generations
+
+
+def baseline_budget(args, n_train: int, mode) -> int:
+    """--budget: paper = every training question x 4 (Table 3: 60K); equal = SD-Zero's planned_budget
+    (the toy table's rule: every row at the same count); a number = that many generations."""
+    if mode == "paper":
+        return n_train * SAMPLES_PER_QUESTION
+    if mode == "equal":
+        return planned_budget(args, n_train)
+    return int(mode)
+
+
+def baseline_plan(args, method: str, n_train: int, budget: int) -> dict:
+    """How ``method`` spends ``budget`` generations on ``n_train`` questions: whole steps, never past
+    the budget. baselines.run_method runs exactly this; ``text`` is the arithmetic the plan prints.
+
+    RFT: n samples for every question, n = budget // questions. SFT: trains on the dataset's
+    demonstrations, generates nothing. GRPO: rollout batches of --grpo-updates mini-batches of
+    --grpo-batch-questions questions x --grpo-n rollouts. SDFT: Phase 2's batches (--batch-questions x
+    --rollouts-per-question), as many as fit.
+    """
+    if method == "sft":
+        return {"generations": 0, "text": f"SFT: {n_train:,} demonstrations (--demo {args.demo}), 0 generations"}
+    if method == "rft":
+        n = max(1, budget // n_train)
+        return {"samples": n, "generations": n * n_train,
+                "text": f"RFT: {n_train:,} questions x {n} samples = {n * n_train:,} generations"}
+    if method == "grpo":
+        batch = args.grpo_batch_questions * args.grpo_updates            # questions per rollout batch
+        per_step, unit = batch * args.grpo_n, "rollout batches"
+        what = f"{batch:,} questions x {args.grpo_n} rollouts, {args.grpo_updates} updates each"
+    else:
+        batch = args.batch_questions
+        per_step, unit = batch * args.rollouts_per_question, "steps"
+        what = f"{batch:,} questions x {args.rollouts_per_question} rollouts"
+    steps = max(1, budget // per_step)
+    return {"steps": steps, "batch_questions": batch, "per_step": per_step, "generations": steps * per_step,
+            "text": f"{method.upper()}: {steps:,} {unit} x ({what}) = {steps * per_step:,} generations, "
+                    f"{steps * batch / n_train:.2f} passes over {n_train:,} questions"}
+
+
+def plan_lines(args, n_train: int, methods=("sdzero",), budget_mode: str = "paper") -> list[str]:
+    """The plan --dry-run prints: every count from the knobs (and ``n_train``), nothing loaded."""
+    lines = [f"plan for {n_train:,} training questions (counts from the knobs; no model or data loaded):"]
+    for method in methods:
+        if method != "sdzero":
+            budget = baseline_budget(args, n_train, budget_mode)
+            rule = {"paper": f"paper: {n_train:,} questions x {SAMPLES_PER_QUESTION}, Table 3",
+                    "equal": "equal: SD-Zero's planned total"}.get(str(budget_mode), "given")
+            lines.append(f"  {baseline_plan(args, method, n_train, budget)['text']}"
+                         + (f" (budget {budget:,}, {rule})" if method != "sft" else ""))
+            continue
+        c = sdzero_counts(args, n_train)
+        n1, n2, steps, p1, p2 = c["n1"], c["n2"], c["steps"], c["phase1"], c["phase2"]
+        lines += [f"  Phase 1: collect on N1 = {n1:,} questions x ({args.n_init} y_init + {args.n_init * args.n_rev} "
+                  f"revisions) = {'at most ' * (not args.revise_correct)}{p1:,} generations; keep at most "
+                  f"{f'{args.max_traces:,}' if args.max_traces else 'all'} verified traces for SRT",
+                  f"  Phase 2: N2 = {n2:,} questions, none with a kept trace: {steps:,} steps x "
+                  f"{args.batch_questions} questions x {args.rollouts_per_question} rollouts = {p2:,} generations",
+                  f"  SD-Zero: {p1:,} + {p2:,} = {p1 + p2:,} generations (paper Table 3: 40K + 9K = 49K)"]
+    return lines
 
 
 # --------------------------------------------------------------------------------------------
@@ -340,7 +470,7 @@ def load_benchmark(name: str, limit: int | None = None, source: str | None = Non
     spec, source = BENCHMARKS[benchmark_names([name])[0]], source or os.environ.get("SDZERO_BENCHMARKS")
     source = os.path.join(source, f"{name}.jsonl") if source and os.path.isdir(source) else source
     if name == "openr1" and not source:                      # the 500 questions train.py held out
-        return paper_math(seed)[1][:limit or None]
+        return paper_math(seed, demos=False)[1][:limit or None]
     rows, skipped = {}, 0
     for where, raw in (_own_rows(source) if source else _hub_rows(name, spec)):
         row = _benchmark_row(name, spec, raw, where)

@@ -194,9 +194,15 @@ def phase2(args, student, teacher, tok, n2: list[dict], run: Run, spent, *, step
         share = distributed.split(items, "batch of questions")    # distributed: this rank's questions,
         m = step(args, student, teacher, tok, share, phrases=phrases, eos=eos, gen=gen,
                  count_all=distributed.all_sum)                      # token means over all ranks' tokens,
+        updates = m.pop("updates", None)
         m = distributed.reduce_metrics(m)                           # and the metrics of the whole batch
         lr_now = sched.get_last_lr()[0]
-        norm, ok = step_optimizer(student, opt, sched, args.grad_clip)
+        if updates:     # GRPO as DAPO runs it: one optimizer step per mini-batch of the rollout batch
+            losses, oks = zip(*[(distributed.all_sum(backward()),
+                                 step_optimizer(student, opt, sched, args.grad_clip)) for backward in updates])
+            m["loss"], norm, ok = sum(losses) / len(losses), oks[-1][0], all(o for _, o in oks)
+        else:           # SD-Zero, SDFT: the step function has accumulated the gradient; one step
+            norm, ok = step_optimizer(student, opt, sched, args.grad_clip)
         ok = ok and math.isfinite(m["loss"])
         bad.update(ok, f"Phase-2 step {step_no + 1}")
         gens += m["new_generations"]
@@ -258,17 +264,21 @@ def plateau_reached(state: dict, reward: float, step: int, patience: int) -> boo
 # --------------------------------------------------------------------------------------------
 def main(argv=None) -> int:
     args = config.parse(argv)
+    if args.dry_run:                    # the plan from the knobs alone: no model, no data
+        return dry_run(args, ("sdzero", "rft", "grpo", "sdft", "sft"))
     t_start = time.time()
     setting = open_run(args)
     run, tok, table = setting["run"], setting["tok"], setting["table"]
     model = setting.pop("model")        # popped: main holds the only reference, so it can drop it
-    n1, n2 = data.split_phases(
+    n1, rest = data.split_phases(
         setting["train_rows"], args.phase1_questions if args.phase != "distill" else 0, seed=args.seed)
-    n2 = [] if args.phase == "srt" else n2
-    if args.phase != "srt" and not n2:
+    n2_size = 0 if args.phase == "srt" else data.phase2_size(args, len(n1), len(rest))
+    if args.phase != "srt" and not n2_size:
         raise SystemExit("error: no questions left for Phase 2; lower --phase1-questions")
     run.say(f"run {run.dir}: model {setting['model_name']}, {len(setting['train_rows'])} training questions -> "
-            f"N1 {len(n1)} (Phase 1), N2 {len(n2)} (Phase 2); device {setting['device']}")
+            f"N1 {len(n1)} (Phase 1), N2 {n2_size} (Phase 2); device {setting['device']}")
+    if args.phase == "all" and args.revise_correct:
+        run.say("\n".join(data.plan_lines(args, len(setting["train_rows"]))[1:]))
     start_label = "base" if args.phase != "distill" or args.toy else "start"
     if run.ckpt is None or start_label in table.evals:
         table.add(start_label, model, 0)
@@ -285,6 +295,8 @@ def main(argv=None) -> int:
         gpu_memory.free_device_memory()
 
     if args.phase in ("all", "distill"):                          # Phase 2
+        kept = [r["id"] for r in data.read_jsonl(run.path("revisions.jsonl"))] if args.phase == "all" else []
+        n2 = data.phase2_questions(args, n1, rest, kept)           # none with a trace SRT trained on
         start = run.path("srt") if args.phase == "all" else setting["model_name"]
         student = load(start, args, train=True) if args.phase == "all" else model
         model = None                                      # two copies in memory: student and teacher
@@ -329,6 +341,16 @@ def load_data(args) -> tuple[str, list[dict], list[dict]]:
     except data.DataError as e:
         raise SystemExit(f"error: {e}") from None
     return model, train_rows, test_rows
+
+
+def dry_run(args, methods, budget_mode=None) -> int:
+    """--dry-run: print the plan (data.plan_lines) for --limit questions, or the paper's 15K, and exit."""
+    n_train = args.limit or (data.PAPER_TRAIN if not args.toy and not args.data else None)
+    if n_train is None:
+        raise SystemExit("error: --dry-run counts from the knobs, not from the data: pass --limit N, the number "
+                         "of training questions to plan for")
+    print("\n".join(data.plan_lines(args, n_train, methods, budget_mode or ("equal" if args.toy else "paper"))))
+    return 0
 
 
 def load(path: str, args, train: bool = False, quiet: bool = True):

@@ -3,8 +3,9 @@ teacher-sync comparison of Fig. 5 (`python -m bench sync`).
 
 Every method is trained from the same toy base model on the same training questions with the same
 generation budget (paper App. C.2: SD-Zero's own count, Phase 1 + Phase 2), for several seeds, and
-evaluated on the same held-out questions with the same sampling seed. Rows: base, RFT, GRPO, SDFT,
-SRT only, SD-Zero, and the Table 12 ablation "Phase 2 without Phase 1". It takes tens of minutes on
+evaluated on the same held-out questions with the same sampling seed. Rows: base, SFT (on toy.solve's
+worked solutions; it generates nothing), RFT, GRPO, SDFT, SRT only, SD-Zero, and the Table 12 ablation
+"Phase 2 without Phase 1". It takes tens of minutes on
 2 cores. Every figure in the table comes from the runs' own eval.json / metrics.jsonl; table.html
 draws the first seed's runs with report.py.
 
@@ -64,7 +65,7 @@ def bench_table(args) -> dict:
     rows: dict[str, list[dict]] = {}
     common = ["--eval-k", str(args.eval_k), "--threads", str(args.threads)]
     banded, prefix = args.world == "banded", _prefix(args.world)
-    baselines = () if args.only_sdzero else ("rft", "grpo") if banded else ("rft", "grpo", "sdft")
+    baselines = () if args.only_sdzero else ("rft", "grpo") if banded else ("rft", "grpo", "sdft", "sft")
     if banded:
         common += ["--toy-world", "banded"]
     for seed in args.seeds:
@@ -136,7 +137,7 @@ def _mean_spread(xs):
 
 
 def _write_table(rows: dict, args) -> dict:
-    order = ["base", "RFT", "GRPO", "SDFT", "SRT only", "SD-Zero", "Phase 2 without Phase 1"]
+    order = ["base", "SFT", "RFT", "GRPO", "SDFT", "SRT only", "SD-Zero", "Phase 2 without Phase 1"]
     k = args.eval_k
     bands = sorted({b for rs in rows.values() for r in rs for b in r["bands"]})
     lines = [f"| method | avg@{k} (mean ± half-range over seeds) | " + "".join(f"{b} band | " for b in bands)
