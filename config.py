@@ -67,7 +67,9 @@ KNOBS = [
     ("kl_temperature", 1.0, 1.0, "temperature of both sides' log-probs in the Phase-2 KL (topk and full supports). "
      "1 = the two models as they are, π_θ and π_SRT of eq. 4 (paper silent; the official code samples at T = 1, "
      "where the question does not arise); --support sampled always uses --temperature, as its estimator must"),
-    ("norm", "token_mean", "token_mean", "token_mean over the batch (official code) or seq_sum (eq. 4 literally)"),
+    ("norm", "seq_sum", "token_mean", "how eq. 4's per-token KLs add up: seq_sum = Σ_t per response, mean over "
+     "responses (eq. 4 as written); token_mean = mean over every response token of the batch (official code; the "
+     "toy's, whose table was tuned with it)"),
     ("teacher_sync", 0, 0, "teacher := student every N Phase-2 steps; 0 = frozen SRT teacher (paper §2.2, Fig. 5)"),
     ("sync_on_plateau", 0, 0, "teacher := student once the reward plateaus: the mean of the last P steps has not "
      "risen by 0.01 for P steps (train.plateau_reached); P here, 0 = off (Fig. 5 syncs once, at saturation)"),
