@@ -400,6 +400,9 @@ def finish_run(args, run: Run, table: Table, t_start: float) -> None:
     table.write()
     charts = report.write_report([run.dir]) if distributed.is_main() else None
     run.say(f"\ntotal wall time {time.time() - t_start:.0f}s; outputs in {run.dir}/ (charts: {charts})")
+    if not args.toy:                   # the table above is the in-distribution one; Table 1 has more columns
+        run.say(f"Table 1's math columns (AIME24, AIME25, HMMT25, AMOBench, OpenR1, MATH-500; avg@8 at 32K "
+                f"tokens): python evaluate.py {run.dir} --benchmark paper")
     run.close()                                     # --report-to: the tracker's run ends here
 
 
