@@ -378,6 +378,7 @@ def open_run(args) -> dict:
                          "or pick another --run-name")
     model_name, train_rows, test_rows = load_data(args)
     gpu_memory.fit_check(args, MODEL_ALIASES.get(model_name, model_name))   # CUDA: stop if it cannot fit
+    gpu_memory.use_expandable_segments()            # CUDA: before the first allocation
     dtype, grad_ckpt = gpu_memory.train_precision(args.gpu_path, args.no_grad_ckpt)
     try:
         model, tok = load_model(model_name, gradient_checkpointing=grad_ckpt, quiet=args.quiet, dtype=dtype)

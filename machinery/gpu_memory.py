@@ -156,16 +156,18 @@ def train_precision(gpu_path: bool, no_grad_ckpt: bool) -> tuple[torch.dtype | N
     ``gpu_path`` the same on CPU — bf16 student and teacher, checkpointing, optim.AdamW's
     stochastic rounding — so a CPU test runs every line a GPU run runs. None = load_model's
     default (fp32 on CPU: the toy run's path, unchanged).
-
-    On CUDA it also asks the caching allocator for expandable segments, before its first allocation
-    (the variable is read then): phases of very different shapes (32K-token teacher forwards, 16K-step
-    KV caches, the 32 GB of moments) then grow and shrink segments instead of fragmenting fixed
-    blocks; a value the user set is kept.
     """
-    if torch.cuda.is_available():
-        os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
     real = torch.cuda.is_available() or gpu_path
     return (torch.bfloat16 if gpu_path else None), real and not no_grad_ckpt
+
+
+def use_expandable_segments() -> None:
+    """On CUDA, ask the caching allocator for expandable segments, before its first allocation (the
+    variable is read then): phases of very different shapes (32K-token teacher forwards, 16K-step KV
+    caches, the 32 GB of moments) then grow and shrink segments instead of fragmenting fixed blocks.
+    A value the user set is kept; on a CPU this does nothing."""
+    if torch.cuda.is_available():
+        os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
 
 
 # The prompt length the fit check plans with (an assumption, not measured: a chat-templated math

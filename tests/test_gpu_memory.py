@@ -85,14 +85,15 @@ def test_fit_check_is_silent_on_cpu(paper_dir):
 
 
 def test_cuda_runs_ask_for_expandable_segments_and_keep_a_users_setting(monkeypatch):
-    from machinery.gpu_memory import train_precision
+    from machinery.gpu_memory import train_precision, use_expandable_segments
     monkeypatch.delenv("PYTORCH_CUDA_ALLOC_CONF", raising=False)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert train_precision(False, False) == (None, True)          # bf16 by load_model, checkpointing on
     import os
+    use_expandable_segments()
     assert os.environ["PYTORCH_CUDA_ALLOC_CONF"] == "expandable_segments:True"
     monkeypatch.setenv("PYTORCH_CUDA_ALLOC_CONF", "max_split_size_mb:512")
-    train_precision(False, True)
+    use_expandable_segments()
     assert os.environ["PYTORCH_CUDA_ALLOC_CONF"] == "max_split_size_mb:512"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert train_precision(False, False) == (None, False)         # the toy run: fp32, no checkpointing
