@@ -297,8 +297,9 @@ def test_srt_on_phase1_revisions_file(tmp_path, smol_dir, smol):
     assert all(math.isfinite(r["loss"]) and r["loss"] > 0 for r in recs)
     assert all(r["generations"] == 0 for r in recs)
 
-    # Step 1 trains on both rows (batch 2), from the base weights: its loss must be eq. 3,
-    # L_rev + L_gen (token means over the batch), recomputed here with a plain forward pass.
+    # Step 1 trains on both rows (batch 2), from the base weights: its loss must be eq. 3 as written
+    # (--srt-norm seq_sum, the default with --model): L_rev + L_gen, each a sum of token NLLs per
+    # sequence averaged over the sequences, recomputed here with a plain forward pass.
     eos = eos_ids(base, tok)
     base.eval()
     rev_nll, gen_nll = [], []
@@ -311,7 +312,7 @@ def test_srt_on_phase1_revisions_file(tmp_path, smol_dir, smol):
             nll = -logp[:-1].gather(-1, ids[0, 1:, None])[:, 0]
             rev_nll.append(nll[torch.tensor(ex["rev_mask"][1:]).bool()])
             gen_nll.append(nll[torch.tensor(ex["gen_mask"][1:]).bool()])
-    expected = float(torch.cat(rev_nll).mean() + torch.cat(gen_nll).mean())
+    expected = float(sum(v.sum() for v in rev_nll) / len(rows) + sum(v.sum() for v in gen_nll) / len(rows))
     assert recs[0]["loss"] == pytest.approx(expected, rel=1e-3)
 
     srt_model, srt_tok = load_model(str(run / "srt"), device="cpu", quiet=True)
