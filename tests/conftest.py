@@ -51,6 +51,42 @@ def build_tiny(path, *, pad_is_eos=False, seed=0):
     return str(path)
 
 
+def build_two_answer_model(path, questions, task: str, answers: list[str], steps: int, extra_corpus: str):
+    """conftest's tiny XS model, fine-tuned for a few seconds to answer each question with one of
+    ``answers`` (also after a control phrase, as a reviser): about half its answers are right when
+    one of the two is, so every phase of a run has work to do. ``extra_corpus`` is appended to each
+    question for the tokenizer."""
+    import random
+
+    import toy
+    from generate import prompt_ids
+    from machinery.optim import make_optimizer
+    from revise import Phrases, phrase_ids, srt_backward, srt_example
+    tok = toy.make_tokenizer(CORPUS + [q + extra_corpus for q in questions], vocab_size=400)
+    model = toy.make_model(tok, "XS", seed=0)
+    model.config.pad_token_id = model.generation_config.pad_token_id = tok.pad_token_id
+    eos = tok.eos_token_id
+    ys = [tok(a, add_special_tokens=False)["input_ids"] + [eos] for a in answers]
+    examples = []
+    for q in questions:
+        x = prompt_ids(tok, q, task)
+        for r, y in zip((1.0, 0.0), ys):
+            mask = [0] * len(x) + [1] * len(y)
+            examples.append({"input_ids": x + y, "rev_mask": mask, "gen_mask": mask})
+            examples += [srt_example(x, y, phrase_ids(tok, Phrases().pick(r)), y1, [eos]) for y1 in ys]
+    torch.manual_seed(0)
+    rng = random.Random(0)
+    opt = make_optimizer(model, 1e-2, 0.0, (0.9, 0.98))
+    model.train()
+    for _ in range(steps):
+        srt_backward(model, rng.sample(examples, 16), "rev", tok.pad_token_id, 16)
+        opt.step()
+        opt.zero_grad()
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return str(path)
+
+
 @pytest.fixture(scope="session")
 def tiny_dir(tmp_path_factory):
     return build_tiny(tmp_path_factory.mktemp("tiny"))

@@ -170,6 +170,23 @@ def test_planned_budget_counts_phase1_and_phase2():
     assert data.planned_budget(a, 30) == 10 * (1 + 3) + 5 * 4
 
 
+def scripted_rollouts(monkeypatch, answers: list[str]) -> list:
+    """generate.rollout replaced by one that answers ``answers`` in order (question-major, n per
+    question, each finished with EOS); returns the list the rollouts are appended to."""
+    rolls = []
+
+    def fake_rollout(m, t, prompts, *, n=1, **kw):
+        for i, p in enumerate(prompts):
+            for j in range(n):
+                x = answers[i * n + j]
+                rolls.append(Rollout(i, list(p), t(x, add_special_tokens=False)["input_ids"] + [t.eos_token_id],
+                                     x, True))
+        return rolls
+
+    monkeypatch.setattr(generate, "rollout", fake_rollout)
+    return rolls
+
+
 def test_grpo_step_gradient_is_the_naive_policy_gradient(tiny, monkeypatch):
     """grpo_step (micro-batches, chunked head, clipped surrogate) must produce exactly the gradient
     of the textbook on-policy loss −Σ_i A_i Σ_t log p_T(y_i,t) / (total tokens), computed here one
@@ -179,18 +196,8 @@ def test_grpo_step_gradient_is_the_naive_policy_gradient(tiny, monkeypatch):
     model, tok = tiny
     model.train()
     items = [{"question": "What is 1+1?", "answer": "2"}, {"question": "What is 2+2?", "answer": "4"}]
-    answers = ["\\boxed{2}", "1+1=3 \\boxed{3}", "\\boxed{5}", "2+2=4 \\boxed{4}", "\\boxed{4}", ""]
-    rolls = []
-
-    def fake_rollout(m, t, prompts, *, n=1, **kw):
-        for i, p in enumerate(prompts):
-            for j in range(n):
-                x = answers[i * n + j]
-                rolls.append(Rollout(i, list(p), t(x, add_special_tokens=False)["input_ids"]
-                                     + [t.eos_token_id], x, True))
-        return rolls
-
-    monkeypatch.setattr(generate, "rollout", fake_rollout)
+    rolls = scripted_rollouts(monkeypatch, ["\\boxed{2}", "1+1=3 \\boxed{3}", "\\boxed{5}", "2+2=4 \\boxed{4}",
+                                            "\\boxed{4}", ""])
     args = types.SimpleNamespace(grpo_n=3, grpo_updates=1, task="math", temperature=0.7, top_p=1.0,
                                  max_new_tokens=8, gen_batch=8, micro_batch=4)   # 4 does not divide 6: 2 micro-batches
     model.zero_grad()
@@ -231,18 +238,8 @@ def test_grpo_later_updates_clip_against_the_sampling_policy(tiny, monkeypatch):
     model, tok = tiny
     model.train()
     items = [{"question": "What is 1+1?", "answer": "2"}, {"question": "What is 2+2?", "answer": "4"}]
-    answers = ["\\boxed{2}", "1+1=3 \\boxed{3}", "\\boxed{5}", "2+2=4 \\boxed{4}", "\\boxed{4}", "2+2=5"]
-    rolls = []
-
-    def fake_rollout(m, t, prompts, *, n=1, **kw):
-        for i, p in enumerate(prompts):
-            for j in range(n):
-                x = answers[i * n + j]
-                rolls.append(Rollout(i, list(p), t(x, add_special_tokens=False)["input_ids"]
-                                     + [t.eos_token_id], x, True))
-        return rolls
-
-    monkeypatch.setattr(generate, "rollout", fake_rollout)
+    rolls = scripted_rollouts(monkeypatch, ["\\boxed{2}", "1+1=3 \\boxed{3}", "\\boxed{5}", "2+2=4 \\boxed{4}",
+                                            "\\boxed{4}", "2+2=5"])
     args = types.SimpleNamespace(grpo_n=3, grpo_updates=2, task="math", temperature=0.7, top_p=1.0,
                                  max_new_tokens=8, gen_batch=8, micro_batch=2)
     T = args.temperature

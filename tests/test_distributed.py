@@ -15,7 +15,6 @@ keep nothing. The toy world's own model takes minutes to build on busy CPUs.
 import importlib.util
 import json
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -23,6 +22,7 @@ import time
 
 import pytest
 import torch
+from conftest import build_two_answer_model
 
 import config
 import data
@@ -82,35 +82,8 @@ def test_two_ranks_make_the_one_process_update(step_results):
 def _boxing_model(path, questions):
     """conftest's tiny XS model, fine-tuned for ~60 steps to answer '\\boxed{1}' or '\\boxed{2}' (and
     the same after a control phrase): about half its answers are right, so every phase has work."""
-    from conftest import CORPUS
-
-    import toy
-    from generate import prompt_ids
-    from machinery.optim import make_optimizer
-    from revise import Phrases, phrase_ids, srt_backward, srt_example
-    tok = toy.make_tokenizer(CORPUS + [q + " \\boxed{1} \\boxed{2}" for q in questions], vocab_size=400)
-    model = toy.make_model(tok, "XS", seed=0)
-    model.config.pad_token_id = model.generation_config.pad_token_id = tok.pad_token_id
-    eos = tok.eos_token_id
-    answers = [tok(f"\\boxed{{{a}}}", add_special_tokens=False)["input_ids"] + [eos] for a in (1, 2)]
-    examples = []
-    for q in questions:
-        x = prompt_ids(tok, q, "math")
-        for r, y in zip((1.0, 0.0), answers):
-            mask = [0] * len(x) + [1] * len(y)
-            examples.append({"input_ids": x + y, "rev_mask": mask, "gen_mask": mask})
-            examples += [srt_example(x, y, phrase_ids(tok, Phrases().pick(r)), y1, [eos]) for y1 in answers]
-    torch.manual_seed(0)
-    rng = random.Random(0)
-    opt = make_optimizer(model, 1e-2, 0.0, (0.9, 0.98))
-    model.train()
-    for _ in range(60):
-        srt_backward(model, rng.sample(examples, 16), "rev", tok.pad_token_id, 16)
-        opt.step()
-        opt.zero_grad()
-    model.save_pretrained(path)
-    tok.save_pretrained(path)
-    return str(path)
+    return build_two_answer_model(path, questions, "math", ["\\boxed{1}", "\\boxed{2}"], steps=60,
+                                  extra_corpus=" \\boxed{1} \\boxed{2}")
 
 
 @pytest.fixture(scope="module")

@@ -2,13 +2,11 @@
 by a module of the user's, graded through --reward module:function, and carried through Phase 1,
 SRT, Phase 2 and evaluate.py; plus the one-line errors that list the registered tasks."""
 import json
-import random
 import re
 import sys
 
 import pytest
-import torch
-from conftest import CORPUS, ROOT
+from conftest import ROOT, build_two_answer_model
 
 import config
 import data
@@ -36,44 +34,13 @@ def user_task(tmp_path, monkeypatch):
     sys.modules.pop("my_task", None)
 
 
-def _letter_model(path, questions):
-    """conftest's tiny XS model, fine-tuned for a few seconds to answer "a" or "b" (also after a
-    control phrase): about half of its reversals of one-letter strings are right, so every phase has
-    work to do."""
-    import toy
-    from generate import prompt_ids
-    from machinery.optim import make_optimizer
-    from revise import Phrases, phrase_ids, srt_backward, srt_example
-    tok = toy.make_tokenizer(CORPUS + [q + " a b" for q in questions], vocab_size=400)
-    model = toy.make_model(tok, "XS", seed=0)
-    model.config.pad_token_id = model.generation_config.pad_token_id = tok.pad_token_id
-    eos = tok.eos_token_id
-    answers = [tok(f" {c}", add_special_tokens=False)["input_ids"] + [eos] for c in "ab"]
-    examples = []
-    for q in questions:
-        x = prompt_ids(tok, q, "reverse")
-        for r, y in zip((1.0, 0.0), answers):
-            mask = [0] * len(x) + [1] * len(y)
-            examples.append({"input_ids": x + y, "rev_mask": mask, "gen_mask": mask})
-            examples += [srt_example(x, y, phrase_ids(tok, Phrases().pick(r)), y1, [eos]) for y1 in answers]
-    torch.manual_seed(0)
-    rng = random.Random(0)
-    opt = make_optimizer(model, 1e-2, 0.0, (0.9, 0.98))
-    model.train()
-    for _ in range(40):
-        srt_backward(model, rng.sample(examples, 16), "rev", tok.pad_token_id, 16)
-        opt.step()
-        opt.zero_grad()
-    model.save_pretrained(path)
-    tok.save_pretrained(path)
-    return str(path)
-
-
 def test_a_task_from_outside_runs_every_phase_and_evaluate(user_task):
     rows = [{"id": i, "question": f"Reverse the string: {c}", "answer": c} for i, c in enumerate("ab" * 12)]
     (user_task / "rev.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     __import__("my_task")                            # registers "reverse", as --reward will
-    model = _letter_model(user_task / "letters", [r["question"] for r in rows])
+    # a tiny model that answers "a" or "b": about half its one-letter reversals are right
+    model = build_two_answer_model(user_task / "letters", [r["question"] for r in rows], "reverse", [" a", " b"],
+                                   steps=40, extra_corpus=" a b")
     args = ["--model", model, "--data", "rev.jsonl", "--test-data", "rev.jsonl", "--task", "reverse",
             "--reward", "my_task:reversed_right", "--preset", "smoke", "--runs-dir", "runs", "--run-name", "rev",
             "--quiet", "--threads", "1", "--phase1-questions", "8", "--steps", "2", "--batch-questions", "4",

@@ -148,7 +148,7 @@ def _memorising_code_model(path, items, steps=200):
     import toy
     from generate import prompt_ids, prompt_text
     from revise import srt_backward
-    from train import make_optimizer
+    from machinery.optim import make_optimizer
 
     tok = toy.make_tokenizer([prompt_text_stub(it) for it in items] +
                              [it["solution"] + it["wrong_solution"] for it in items], vocab_size=600)
