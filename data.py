@@ -312,7 +312,7 @@ def phase2_questions(args, n1: list[dict], rest: list[dict], kept_ids) -> list[d
     """
     if not args.phase2_questions:
         return rest                       # 0: the rest, in order (the toy world's default)
-    kept = {str(i) for i in kept_ids}
+    kept = {str(i) for i in kept_ids if i is not None}     # (a --revisions file may carry no ids)
     pool = rest + [r for r in n1 if str(r["id"]) not in kept]
     return pool[:phase2_size(args, len(n1), len(rest))]
 

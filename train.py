@@ -295,7 +295,7 @@ def main(argv=None) -> int:
         gpu_memory.free_device_memory()
 
     if args.phase in ("all", "distill"):                          # Phase 2
-        kept = [r["id"] for r in data.read_jsonl(run.path("revisions.jsonl"))] if args.phase == "all" else []
+        kept = [r.get("id") for r in data.read_jsonl(run.path("revisions.jsonl"))] if args.phase == "all" else []
         n2 = data.phase2_questions(args, n1, rest, kept)           # none with a trace SRT trained on
         start = run.path("srt") if args.phase == "all" else setting["model_name"]
         student = load(start, args, train=True) if args.phase == "all" else model
