@@ -4,16 +4,17 @@ Ablations run side by side, and tests run while a run trains. This starts N shor
 (the fingerprint test's recipe: Phase 1 on 160 questions, 20 SRT steps, 8 Phase-2 steps, a
 64-question table) under each OpenMP wait policy, for each N:
 
-    passive   what every run now does (machinery/repro.py: OMP_WAIT_POLICY=PASSIVE unless set):
-              a thread waiting for the next parallel region sleeps
+    brief     what every run does (machinery/repro.py: GOMP_SPINCOUNT=2000 unless set): a thread
+              waiting for the next parallel region spins briefly, then sleeps
+    passive   OMP_WAIT_POLICY=PASSIVE forced: a waiting thread sleeps at once
     active    OMP_WAIT_POLICY=ACTIVE forced: a waiting thread spins on its core
-    default   (--policies ... default) OpenMP's own default, what runs did before repro.py set one:
-              spin a while, then sleep; the child skips repro.share_cores(), nothing else changes
+    default   OpenMP's own default, what runs did before repro.py set one: spin 300,000 times, then
+              sleep; the child skips repro.share_cores(), nothing else changes
 
 Every figure is measured side by side in this one run, policies interleaved at each N so the
 machine's background load hits them alike: a configuration's wall time (first start to last
 finish) against N × the same policy's one-run-alone time (below 1: side by side beats one after
-another), its mean Phase-1 collection time, and passive / active at each N. Each run's table.md
+another), its mean Phase-1 collection time, and each policy's wall time over brief's at each N. Each run's table.md
 must come out the same under every policy (the policy moves no bit); the JSON says whether it did.
 """
 from __future__ import annotations
@@ -31,7 +32,7 @@ from bench import ROOT
 
 RECIPE = ["--quiet", "--phase1-questions", "160", "--srt-steps", "20", "--srt-batch-size", "16", "--steps", "8",
           "--batch-questions", "16", "--eval-questions", "64"]
-POLICIES = ("passive", "active", "default")
+POLICIES = ("brief", "passive", "active", "default")
 # The "default" arm: train.py exactly as run from the command line, except that repro.share_cores()
 # is skipped, so OpenMP picks its own wait policy (and torch its thread count, set later by --threads
 # or repro.cpu_threads() as in every run).
@@ -41,17 +42,18 @@ DEFAULT_ARM = ("import runpy, sys; from machinery import repro; repro.share_core
 
 def add_arguments(p) -> None:
     p.add_argument("--n", type=int, nargs="+", default=[1, 2, 3], help="how many runs at once (1 must be among them)")
-    p.add_argument("--policies", nargs="+", choices=POLICIES, default=["passive", "active"])
+    p.add_argument("--policies", nargs="+", choices=POLICIES, default=["brief", "passive", "default"])
     p.add_argument("--threads", type=int, default=None, help="train.py --threads (default: repro.cpu_threads())")
     p.add_argument("--runs-dir", default=None, help="keep the runs here (default: a temporary folder)")
 
 
 def _env(policy: str) -> dict:
-    """The child's environment: the caller's, without the two OpenMP settings, so the child's own code
-    decides them (passive, default), or with ACTIVE forced, which repro.py keeps as a user's choice."""
-    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS")}
-    if policy == "active":
-        env["OMP_WAIT_POLICY"] = "ACTIVE"
+    """The child's environment: the caller's, without the OpenMP settings, so the child's own code
+    decides them (brief, default), or with a wait policy forced, which repro.py keeps as a user's."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME", "OMP_NUM_THREADS")}
+    if policy in ("passive", "active"):
+        env["OMP_WAIT_POLICY"] = policy.upper()
     return env
 
 
@@ -101,16 +103,15 @@ def bench_concurrency(args) -> dict:
     alone = {r["policy"]: r["wall_s"] for r in rows if r["n"] == 1}
     for r in rows:
         r["vs_n_alone"] = round(r["wall_s"] / (r["n"] * alone[r["policy"]]), 2)
-    ratios = {}
-    if {"passive", "active"} <= set(args.policies):
-        wall = {(r["policy"], r["n"]): r["wall_s"] for r in rows}
-        ratios = {f"n={n}": round(wall["passive", n] / wall["active", n], 2) for n in ns}
+    wall = {(r["policy"], r["n"]): r["wall_s"] for r in rows}
+    ratios = {p: {f"n={n}": round(wall[p, n] / wall["brief", n], 2) for n in ns}
+              for p in args.policies if p != "brief" and "brief" in args.policies}
     print("\n| policy | N | wall s | N × alone s | wall / (N × alone) | mean Phase-1 collection s |")
     print("|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['policy']} | {r['n']} | {r['wall_s']:.1f} | {r['n'] * alone[r['policy']]:.1f} | "
               f"{r['vs_n_alone']:.2f} | {r['phase1_collect_s_mean']:.1f} |")
-    print(f"passive / active wall time: {ratios}; every run's table identical: {len(tables) == 1}")
+    print(f"wall time over brief's: {ratios}; every run's table identical: {len(tables) == 1}")
     return {"date": datetime.date.today().isoformat(), "cores": os.cpu_count(), "load_1min_at_start": load,
-            "recipe": RECIPE, "threads": args.threads, "rows": rows, "passive_over_active": ratios,
+            "recipe": RECIPE, "threads": args.threads, "rows": rows, "over_brief": ratios,
             "same_table_everywhere": len(tables) == 1}

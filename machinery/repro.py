@@ -22,19 +22,23 @@ with. Arm CPUs (Apple, Graviton) have other kernels altogether: there the run sa
 Only the toy run is pinned: a `--model` run keeps the kernels torch picks (and CUDA kernels are
 not affected by these switches at all).
 
-Shared cores. Ablations run side by side, and tests run while a run trains. torch's OpenMP threads,
-by default, spin on a core while they wait for the next parallel region instead of sleeping; with
-more threads than free cores, a spinning thread burns the time slice the thread it waits for needs.
-Measured (5-second torch CPU workload, 2 cores): one process alone 9 s; three at once 61 s with the
-default wait policy, 20 s with OMP_WAIT_POLICY=PASSIVE, which alone costs nothing measurable; the
-default toy run's Phase-1 collection went from 12 s to 341 s under such contention (`python -m bench
-concurrency` measures it on toy runs, docs/measuring.md). So every run, before torch is imported
-(OpenMP reads its settings once, when torch loads it), gets
+Shared cores. Ablations run side by side, and tests run while a run trains. torch's OpenMP threads
+spin on a core while they wait for the next parallel region (GNU OpenMP: 300,000 spins, then sleep);
+with more threads than free cores, a spinning thread burns the time slice the thread it waits for
+needs. Sleeping at once (OMP_WAIT_POLICY=PASSIVE) fixes that but costs every tiny matmul a wake-up:
+the toy's ops are tiny. Measured side by side on 2 idle cores, 2026-12-07, the fingerprint test's
+short toy run (docs/measuring.md): OpenMP's default 23-24 s alone, 256 s for three at once; PASSIVE
+36 s alone, 55 s for three; a short spin (GOMP_SPINCOUNT=2000, then sleep) 28 s alone, 71 s for
+three. The short spin is the compromise: a run alone loses little, three side by side finish in less
+than three times one. So every run, before torch is imported (OpenMP reads its settings once, when
+torch loads it), gets
 
-    OMP_WAIT_POLICY=PASSIVE    a waiting thread sleeps at once instead of spinning
+    GOMP_SPINCOUNT=2000        GNU OpenMP (the torch wheels'): spin briefly, then sleep
+    KMP_BLOCKTIME=1            the same for Intel's and LLVM's OpenMP: 1 ms of spinning, then sleep
     OMP_NUM_THREADS=n          n = cpu_threads(): min(2, the cores this process may use)
 
-unless the user set them. Neither changes a bit of the results (the thread count did not, above).
+unless the user set them (or set OMP_WAIT_POLICY, which then decides alone). None changes a bit of
+the results (the thread count did not, above).
 Ground floor: imports nothing but the standard library, because it must run before anything
 imports torch.
 """
@@ -76,15 +80,22 @@ def before_torch(argv: list[str]) -> None:
     share_cores()
 
 
+# How long a waiting OpenMP thread spins before it sleeps (GNU OpenMP counts spins; see above).
+SPIN_COUNT = "2000"
+
+
 def share_cores() -> None:
-    """OMP_WAIT_POLICY=PASSIVE and OMP_NUM_THREADS=cpu_threads() (unless the user set them) — before
-    the first `import torch`, for every run, toy or --model, CPU or GPU. Before torch is imported we
-    cannot ask whether CUDA is there, and we need not: on a GPU run the OpenMP threads only do the
-    small CPU work around the kernels, and a sleeping waiter leaves the core to the Python thread that
-    launches them and to the verifier's workers, while a spinning one takes it. So one rule for all."""
+    """A short spin, then sleep (GOMP_SPINCOUNT, KMP_BLOCKTIME) and OMP_NUM_THREADS=cpu_threads(),
+    unless the user set them — before the first `import torch`, for every run, toy or --model, CPU or
+    GPU. Before torch is imported we cannot ask whether CUDA is there, and we need not: on a GPU run
+    the OpenMP threads only do the small CPU work around the kernels, and a waiter that soon sleeps
+    leaves the core to the Python thread that launches them and to the verifier's workers, while a
+    spinning one takes it. So one rule for all. A user's OMP_WAIT_POLICY decides alone."""
     if "torch" in sys.modules:
         raise RuntimeError("repro.share_cores() must run before torch is imported")
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    if "OMP_WAIT_POLICY" not in os.environ:
+        os.environ.setdefault("GOMP_SPINCOUNT", SPIN_COUNT)
+        os.environ.setdefault("KMP_BLOCKTIME", "1")
     os.environ.setdefault("OMP_NUM_THREADS", str(cpu_threads()))
 
 
@@ -93,8 +104,8 @@ def cpu_threads(requested: int | None = None) -> int:
     cores). Two because the toy's matmuls are tiny (more threads only add synchronisation); "usable"
     because os.cpu_count() counts the machine, not what this process gets: a `taskset` or a container's
     CPU quota of one core would otherwise get two threads taking turns on it. The count is not lowered
-    by the current load: that is stale a minute later, and with PASSIVE a thread whose core is busy
-    sleeps instead of spinning, so two threads on shared cores cost little (docs/measuring.md)."""
+    by the current load: that is stale a minute later, and a thread whose core is busy soon sleeps
+    instead of spinning, so two threads on shared cores cost little (docs/measuring.md)."""
     if requested:
         return requested
     user = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()   # "4,2" is a nested-levels list

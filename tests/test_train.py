@@ -147,8 +147,8 @@ def _memorising_code_model(path, items, steps=200):
 
     import toy
     from generate import prompt_ids, prompt_text
-    from revise import srt_backward
     from machinery.optim import make_optimizer
+    from revise import srt_backward
 
     tok = toy.make_tokenizer([prompt_text_stub(it) for it in items] +
                              [it["solution"] + it["wrong_solution"] for it in items], vocab_size=600)
