@@ -34,7 +34,7 @@ import torch.nn.functional as F
 
 from generate import rollout_metrics, sample_and_grade
 from machinery.lm_head import chunked_head_backward, hidden_rows, lm_head_of, scored_batch, target_logp, upcast
-from revise import phrase_ids, reviser_prompt, strip_eos
+from revise import reviser_prompt
 
 KINDS = ("reverse", "forward", "mixed")
 SUPPORTS = ("topk", "full", "sampled")
@@ -63,7 +63,7 @@ def phase2_step(args, student, teacher, tok, items: list[dict], *, phrases, eos,
     rolls, rewards = sample_and_grade(student, tok, items, task=args.task, n=args.rollouts_per_question,
                                       phrases=phrases, gen=gen)
     # 2. P_r by the reward; Y cut so that the teacher's |X| + 2|Y| + |S| fits its budget
-    s_ids = {p: phrase_ids(tok, p) for p in phrases}
+    s_ids = phrases.ids(tok)
     xs = [r.prompt_ids for r in rolls]
     ss = [s_ids[phrases.pick(rw)] for rw in rewards]
     ys = [fit_teacher_budget(len(x), r.completion_ids, len(s), args.max_teacher_tokens)
@@ -96,7 +96,7 @@ def teacher_contexts(xs, ys, ss, eos) -> list[list[int]]:
 
 def teacher_sequence(x, y, s, eos) -> tuple[list[int], int]:
     """X + Y' + S(P_r) + Y, and the index where the second copy of Y starts (the layout, spelt out)."""
-    head = list(x) + strip_eos(y, eos) + list(s)
+    head = reviser_prompt(x, y, s, eos)
     return head + list(y), len(head)
 
 

@@ -51,7 +51,7 @@ from generate import (
 )
 from machinery.report import selfloc_html
 from machinery.run import Run, rng_state, seed_all, set_rng_state
-from revise import Phrases, phrase_ids, reviser_prompt
+from revise import Phrases, reviser_prompt
 from reward import P_CORRECT, P_WRONG, grade
 
 
@@ -79,24 +79,32 @@ def revision_ability(model, tok, items, rolls, rewards, *, task="math", phrases=
         for r, rw in pairs:
             firsts.setdefault(r.index, (r, rw))
         pairs = [firsts[i] for i in sorted(firsts)]
-    prompts = [reviser_prompt(r.prompt_ids, r.completion_ids, phrase_ids(tok, phrases.pick(rw)), eos)
+    s_ids = phrases.ids(tok)
+    prompts = [reviser_prompt(r.prompt_ids, r.completion_ids, s_ids[phrases.pick(rw)], eos)
                for r, rw in pairs]
     revs = rollout(model, tok, prompts, n=1, progress=progress, desc="eval revisions", **(gen or {}))
     r_rev = grade(task, [r.text for r in revs], [items[r.index] for r, _ in pairs], phrases)
-    init = [rw for _, rw in pairs]
-    wrong = [j for j, r in enumerate(init) if r < 0.5]
-    right = [j for j, r in enumerate(init) if r >= 0.5]
+    rates = revision_rates([rw for _, rw in pairs], r_rev)
+    counts = {"n_init_wrong": rates.pop("n_wrong"), "n_init_right": rates.pop("n_right")}
     n = max(len(pairs), 1)
     return {
-        "init_acc": sum(init) / n,
-        "revised_acc": sum(r_rev) / n,
-        "correction_rate": (sum(r_rev[j] for j in wrong) / len(wrong)) if wrong else float("nan"),
-        "break_rate": (sum(1 - r_rev[j] for j in right) / len(right)) if right else float("nan"),
-        "n_init_wrong": len(wrong), "n_init_right": len(right),
+        **rates, **counts,
         "init_tokens": sum(r.num_tokens for r, _ in pairs) / n,
         "revised_tokens": sum(r.num_tokens for r in revs) / n,
         "generations": len(revs), "generated_tokens": sum(r.num_tokens for r in revs),
     }
+
+
+def revision_rates(init: list[float], revised: list[float]) -> dict:
+    """Table 9's rates from each answer's reward before and after its one revision: accuracy before
+    and after, the share of wrong answers fixed (correction) and of right ones broken (break)."""
+    wrong = [j for j, r in enumerate(init) if r < 0.5]
+    right = [j for j, r in enumerate(init) if r >= 0.5]
+    n = max(len(init), 1)
+    return {"init_acc": sum(init) / n, "revised_acc": sum(revised) / n,
+            "correction_rate": (sum(revised[j] for j in wrong) / len(wrong)) if wrong else float("nan"),
+            "break_rate": (sum(1 - revised[j] for j in right) / len(right)) if right else float("nan"),
+            "n_wrong": len(wrong), "n_right": len(right)}
 
 
 def revision_on_fresh_answers(model, tok, items, n: int, *, task="math", phrases=Phrases(), gen=None,
@@ -202,7 +210,7 @@ def shared_pool_revision(model, tok, items, pool: list[dict], *, task="math", ph
     this model (counted in ``retokenized``), which is the best a different vocabulary allows.
     """
     eos = eos_ids(model, tok)
-    s_ids = {p: phrase_ids(tok, p) for p in (phrases.correct, phrases.wrong)}
+    s_ids = phrases.ids(tok)
     prompts, graded, retok = [], [], 0
     for e in pool:
         i = e["index"]
@@ -217,15 +225,9 @@ def shared_pool_revision(model, tok, items, pool: list[dict], *, task="math", ph
         graded.append(items[i])
     revs = rollout(model, tok, prompts, n=1, progress=progress, desc="pool revisions", **(gen or {}))
     r_rev = grade(task, [r.text for r in revs], graded, phrases)
-    wrong = [j for j, e in enumerate(pool) if e["reward"] < 0.5]
-    right = [j for j, e in enumerate(pool) if e["reward"] >= 0.5]
     n = max(len(pool), 1)
     return {
-        "pool_size": len(pool), "n_wrong": len(wrong), "n_right": len(right),
-        "init_acc": len(right) / n,
-        "revised_acc": sum(r_rev) / n,
-        "correction_rate": (sum(r_rev[j] for j in wrong) / len(wrong)) if wrong else float("nan"),
-        "break_rate": (sum(1 - r_rev[j] for j in right) / len(right)) if right else float("nan"),
+        "pool_size": len(pool), **revision_rates([e["reward"] for e in pool], r_rev),
         "revised_tokens": sum(r.num_tokens for r in revs) / n, "retokenized": retok,
         "generations": len(revs), "generated_tokens": sum(r.num_tokens for r in revs),
     }
@@ -282,7 +284,8 @@ def token_scores(generator, teacher, tok, rolls, rewards, phrases=Phrases(), *, 
     """
     eos = eos_ids(generator, tok)
     xs, ys = [r.prompt_ids for r in rolls], [r.completion_ids for r in rolls]
-    ss = [phrase_ids(tok, phrases.pick(rw)) for rw in rewards]
+    s_ids = phrases.ids(tok)
+    ss = [s_ids[phrases.pick(rw)] for rw in rewards]
     o = distill.distill_batch(generator, teacher, xs, distill.teacher_contexts(xs, ys, ss, eos), ys,
                               tok.pad_token_id, weights=torch.zeros(sum(map(len, ys))), micro_batch=micro,
                               k=topk, support=support, backward=False)

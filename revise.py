@@ -56,6 +56,10 @@ class Phrases(NamedTuple):
     def pick(self, r: float) -> str:
         return self.correct if r >= 0.5 else self.wrong
 
+    def ids(self, tokenizer) -> dict[str, list[int]]:
+        """{P_r: S(P_r)} for both phrases, tokenised once per batch (see phrase_ids)."""
+        return {p: phrase_ids(tokenizer, p) for p in self}
+
 
 def phrase_ids(tokenizer, phrase: str) -> list[int]:
     """S(P): ids of "\\n\\n" + P + "\\n\\n", encoded on its own (no special tokens)."""
@@ -125,7 +129,7 @@ def collect_revisions(model, tokenizer, items: list[dict], *, task: str = "math"
     inits, r_init = sample_and_grade(model, tokenizer, items, task=task, n=n_init, phrases=phrases,
                                      gen=gen, progress=progress, desc="phase1 y_init")
 
-    s_ids = {p: phrase_ids(tokenizer, p) for p in (phrases.correct, phrases.wrong)}
+    s_ids = phrases.ids(tokenizer)
     todo = [(k, r) for k, r in enumerate(inits) if revise_correct or r_init[k] < 0.5]
     if on_graded:                 # before the revision budget is spent: how good is the generator?
         on_graded(int(sum(r >= 0.5 for r in r_init)), len(inits), len(todo))

@@ -353,15 +353,16 @@ def dry_run(args, methods, budget_mode=None) -> int:
     return 0
 
 
-def load(path: str, args, train: bool = False, quiet: bool = True):
+def load(path: str, args, train: bool = False, quiet: bool = True, with_tokenizer: bool = False):
     """A model in the run's precision (bf16 on CUDA); ``train``: with gradient checkpointing if the
-    run uses it. One line instead of a stack trace when it cannot be loaded."""
+    run uses it; (model, tokenizer) with ``with_tokenizer``. One line instead of a stack trace when it
+    cannot be loaded."""
     dtype, grad_ckpt = gpu_memory.train_precision(args.gpu_path, args.no_grad_ckpt)
     try:
-        model, _ = load_model(path, gradient_checkpointing=train and grad_ckpt, quiet=quiet, dtype=dtype)
+        model, tok = load_model(path, gradient_checkpointing=train and grad_ckpt, quiet=quiet, dtype=dtype)
     except ModelLoadError as e:
         raise SystemExit(f"error: {e}") from None
-    return model
+    return (model, tok) if with_tokenizer else model
 
 
 def open_run(args) -> dict:
@@ -379,11 +380,7 @@ def open_run(args) -> dict:
     model_name, train_rows, test_rows = load_data(args)
     gpu_memory.fit_check(args, MODEL_ALIASES.get(model_name, model_name))   # CUDA: stop if it cannot fit
     gpu_memory.use_expandable_segments()            # CUDA: before the first allocation
-    dtype, grad_ckpt = gpu_memory.train_precision(args.gpu_path, args.no_grad_ckpt)
-    try:
-        model, tok = load_model(model_name, gradient_checkpointing=grad_ckpt, quiet=args.quiet, dtype=dtype)
-    except ModelLoadError as e:
-        raise SystemExit(f"error: {e}") from None
+    model, tok = load(model_name, args, train=True, quiet=args.quiet, with_tokenizer=True)
     run = Run(run_dir, vars(args), args.resume, tracking.start(args.report_to, run_dir, vars(args), args.resume))
     if args.toy and (note := repro.check_pinned(torch)):
         run.say(note)
