@@ -1,4 +1,4 @@
-"""repro.py — one table on every machine: pin torch's CPU kernels before torch is imported.
+"""machinery/repro.py — for every entry point: one table on every machine, and fast side-by-side runs.
 
 Not the paper: this is why `python train.py` prints the README's table digit for digit on any
 x86-64 CPU. The toy run is deterministic on one machine (same seed, same samples), but not across
